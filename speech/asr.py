@@ -1,0 +1,213 @@
+"""Whisper transcription (faster-whisper / CTranslate2), batched across concurrent calls.
+
+One model per process is shared by every call. Requests from different calls are decoded together
+through faster-whisper's batched pipeline: on a GPU that is where the throughput comes from; on a
+CPU the same path runs with whatever happens to be queued, so both run the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .codecs import TARGET_RATE
+from .events import Word
+from .settings import SpeechSettings
+
+log = logging.getLogger(__name__)
+
+# Whisper base writes Mandarin in traditional characters about as often as in simplified; a
+# simplified prompt nudges it and OpenCC makes the output reliably simplified.
+ZH_PROMPT = "以下是普通话的句子，使用简体中文。"
+MIN_SAMPLES = TARGET_RATE // 10  # shorter than 100 ms carries no word
+
+
+@functools.cache
+def _t2s():  # type: ignore[no-untyped-def]
+    import opencc
+
+    return opencc.OpenCC("t2s.json")
+
+
+def to_simplified(text: str) -> str:
+    return _t2s().convert(text)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import ctranslate2
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
+@dataclass
+class DecodeRequest:
+    audio: np.ndarray  # 16 kHz float32 mono, at most 30 s
+    language: str | None
+    offset: float = 0.0  # seconds: where `audio` starts in the call, added to word times
+    beam_size: int = 5
+    initial_prompt: str | None = None
+    submitted: float = field(default_factory=time.monotonic)
+
+
+class WhisperEngine:
+    """Synchronous decoding of a batch of utterances; thread-safe for one caller at a time."""
+
+    def __init__(self, model: str, device: str = "auto", compute_type: str | None = None,
+                 cpu_threads: int = 0, batch_size: int = 8) -> None:
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        self.device = resolve_device(device)
+        self.compute_type = compute_type or ("float16" if self.device == "cuda" else "int8")
+        threads = cpu_threads or os.cpu_count() or 1
+        self.model = WhisperModel(model, device=self.device, compute_type=self.compute_type,
+                                  cpu_threads=threads, local_files_only=os.path.isdir(model))
+        self.pipeline = BatchedInferencePipeline(self.model)
+        self.batch_size = batch_size
+        self.model_name = model
+
+    @classmethod
+    def from_settings(cls, settings: SpeechSettings | None = None) -> WhisperEngine:
+        from .models import ModelRegistry
+
+        settings = settings or SpeechSettings()
+        return cls(ModelRegistry(settings).whisper(), settings.device, settings.compute_type,
+                   settings.cpu_threads, settings.asr_batch_size)
+
+    def transcribe_batch(self, requests: Sequence[DecodeRequest]) -> list[list[Word]]:
+        """Words for each request, in order; requests that share language, beam and prompt are
+        decoded in one batch."""
+        results: list[list[Word]] = [[] for _ in requests]
+        groups: dict[tuple[str | None, int, str | None], list[int]] = {}
+        for i, req in enumerate(requests):
+            if len(req.audio) >= MIN_SAMPLES:
+                groups.setdefault((req.language, req.beam_size, req.initial_prompt), []).append(i)
+        for (language, beam, prompt), idx in groups.items():
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start : start + self.batch_size]
+                for i, words in zip(chunk, self._decode([requests[i] for i in chunk], language,
+                                                        beam, prompt), strict=True):
+                    results[i] = words
+        return results
+
+    def _decode(self, reqs: list[DecodeRequest], language: str | None, beam: int,
+                prompt: str | None) -> list[list[Word]]:
+        audios = [r.audio[: 30 * TARGET_RATE].astype(np.float32) for r in reqs]
+        bounds, pos = [], 0
+        for a in audios:
+            bounds.append((pos, pos + len(a)))
+            pos += len(a)
+        if prompt is None and language == "zh":
+            prompt = ZH_PROMPT
+        segments, info = self.pipeline.transcribe(
+            np.concatenate(audios), language=language, beam_size=beam, word_timestamps=True,
+            vad_filter=False, batch_size=len(reqs), initial_prompt=prompt,
+            clip_timestamps=[{"start": s / TARGET_RATE, "end": e / TARGET_RATE} for s, e in bounds],
+        )
+        fps = self.model.frames_per_second
+        seek_to_req = {int(s / TARGET_RATE * fps): k for k, (s, _) in enumerate(bounds)}
+        out: list[list[Word]] = [[] for _ in reqs]
+        simplify = (language or info.language) == "zh"
+        for seg in segments:
+            k = seek_to_req.get(seg.seek)
+            if k is None:
+                log.warning("dropping a segment we cannot attribute (seek %s)", seg.seek)
+                continue
+            base = bounds[k][0] / TARGET_RATE
+            for w in seg.words or []:
+                text = to_simplified(w.word) if simplify else w.word
+                out[k].append(Word(start=round(reqs[k].offset + w.start - base, 3),
+                                   end=round(reqs[k].offset + w.end - base, 3),
+                                   text=text, probability=round(w.probability, 3)))
+        return out
+
+
+class AsrService:
+    """Asyncio front of a WhisperEngine: one worker thread, finals before partials.
+
+    Calls submit decode requests and await them. Whatever is queued when the worker frees up is
+    decoded as one batch (finals first); a partial that waited behind newer audio of the same
+    stream is superseded, because only the latest partial of a stream is worth decoding.
+    """
+
+    def __init__(self, engine: WhisperEngine) -> None:
+        self.engine = engine
+        self._lock = threading.Condition()
+        self._finals: list[tuple[DecodeRequest, cf.Future[list[Word]]]] = []
+        self._partials: dict[str, tuple[DecodeRequest, cf.Future[list[Word]]]] = {}
+        self._closed = False
+        self.busy_seconds = 0.0
+        self._thread = threading.Thread(target=self._run, name="asr-worker", daemon=True)
+        self._thread.start()
+
+    async def final(self, req: DecodeRequest) -> list[Word]:
+        fut: cf.Future[list[Word]] = cf.Future()
+        with self._lock:
+            self._finals.append((req, fut))
+            self._lock.notify()
+        return await asyncio.wrap_future(fut)
+
+    async def partial(self, stream_key: str, req: DecodeRequest) -> list[Word] | None:
+        """None when a newer partial of the same stream replaced this one before decoding."""
+        fut: cf.Future[list[Word]] = cf.Future()
+        with self._lock:
+            old = self._partials.pop(stream_key, None)
+            if old is not None:
+                old[1].cancel()
+            self._partials[stream_key] = (req, fut)
+            self._lock.notify()
+        try:
+            return await asyncio.wrap_future(fut)
+        except (cf.CancelledError, asyncio.CancelledError):
+            return None
+
+    def partial_pending(self, stream_key: str) -> bool:
+        with self._lock:
+            return stream_key in self._partials
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        self._thread.join(timeout=30)
+
+    def _take(self) -> list[tuple[DecodeRequest, cf.Future[list[Word]]]]:
+        size = self.engine.batch_size
+        if self._finals:
+            batch, self._finals = self._finals[:size], self._finals[size:]
+            return batch
+        keys = list(self._partials)[:size]
+        return [self._partials.pop(k) for k in keys]
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not (self._finals or self._partials or self._closed):
+                    self._lock.wait()
+                if self._closed and not (self._finals or self._partials):
+                    return
+                batch = [(r, f) for r, f in self._take() if f.set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            t0 = time.monotonic()
+            try:
+                results = self.engine.transcribe_batch([r for r, _ in batch])
+            except Exception as exc:  # a decode failure must fail its callers, not the worker
+                log.exception("ASR batch of %d failed", len(batch))
+                for _, fut in batch:
+                    fut.set_exception(exc)
+                continue
+            finally:
+                self.busy_seconds += time.monotonic() - t0
+            for (_, fut), words in zip(batch, results, strict=True):
+                fut.set_result(words)

@@ -1,0 +1,218 @@
+"""One call, end to end: channels in, role-labelled final utterances out.
+
+Stereo (or two-track) calls: each channel is one party, transcribed on its own; its speaker is the
+channel. Mono calls: one transcriber plus the streaming diarizer; each final utterance waits until
+the diarizer has seen its audio, then its words are split where the speaker changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from .asr import AsrService, WhisperEngine
+from .codecs import TARGET_RATE, StreamResampler
+from .diarization import DiarizationConfig, DiarizationModels, StreamingDiarizer
+from .events import Transcript, TranscriptSegment, Utterance, Word
+from .models import ModelRegistry
+from .roles import RoleAssigner, RoleConfig
+from .settings import SpeechSettings
+from .streaming import StreamingConfig, StreamingTranscriber, _join
+
+log = logging.getLogger(__name__)
+UtteranceSink = Callable[[Utterance], Awaitable[None]]
+
+
+class CallConfig(BaseModel):
+    call_id: str = "call"
+    layout: Literal["mono", "stereo"] = "mono"
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
+    diarization: DiarizationConfig = Field(default_factory=DiarizationConfig)
+    roles: RoleConfig = Field(default_factory=RoleConfig)
+
+
+class SpeechModels:
+    """Everything heavy, loaded once per process and shared by all calls."""
+
+    def __init__(self, asr: AsrService, diarization: DiarizationModels | None) -> None:
+        self.asr, self.diarization = asr, diarization
+
+    @classmethod
+    def load(cls, settings: SpeechSettings | None = None, diarization: bool = True) -> SpeechModels:
+        settings = settings or SpeechSettings()
+        registry = ModelRegistry(settings)
+        asr = AsrService(WhisperEngine.from_settings(settings))
+        return cls(asr, DiarizationModels.from_registry(registry) if diarization else None)
+
+    def close(self) -> None:
+        self.asr.close()
+
+
+async def _ignore(_: Utterance) -> None:
+    return None
+
+
+class CallTranscriber:
+    def __init__(self, models: SpeechModels, config: CallConfig,
+                 sink: UtteranceSink = _ignore) -> None:
+        self.models, self.config, self.sink = models, config, sink
+        self.finals: list[Utterance] = []  # the transcript so far: kept whatever comes later
+        self.roles = RoleAssigner(config.roles)
+        self._resamplers: dict[int, StreamResampler] = {}
+        self._channels: dict[int, StreamingTranscriber] = {}
+        self.diarizer: StreamingDiarizer | None = None
+        self._diar_buffer: list[np.ndarray] = []
+        self._diar_buffered = 0
+        self._diar_tail: asyncio.Future[None] | None = None
+        self._diar_progress = asyncio.Event()
+        self._finished = False
+        if config.layout == "mono":
+            if models.diarization is None:
+                raise ValueError("mono calls need the diarization models")
+            self.diarizer = StreamingDiarizer(models.diarization, config.diarization)
+
+    # ---- input ---------------------------------------------------------------------------
+    def accept(self, channel: int, audio: np.ndarray, sample_rate: int) -> None:
+        """Float32 samples of one channel at their own rate; returns at once."""
+        if self.config.layout == "mono" and channel != 0:
+            raise ValueError("a mono call has only channel 0")
+        resampler = self._resamplers.get(channel)
+        if resampler is None or resampler.rate != sample_rate:
+            resampler = self._resamplers[channel] = StreamResampler(sample_rate)
+        self._accept16k(channel, resampler(audio))
+
+    def _accept16k(self, channel: int, audio: np.ndarray) -> None:
+        if not len(audio):
+            return
+        self._transcriber(channel).accept(audio)
+        if self.diarizer is not None:
+            self._diar_buffer.append(audio)
+            self._diar_buffered += len(audio)
+            if self._diar_buffered >= self.diarizer.step:
+                self._run_diarizer(np.concatenate(self._diar_buffer))
+                self._diar_buffer, self._diar_buffered = [], 0
+
+    async def finish(self) -> list[Utterance]:
+        """End of the call: flush every stage; returns all final utterances in time order."""
+        for channel, resampler in self._resamplers.items():
+            tail = resampler.flush()
+            if len(tail):
+                self._accept16k(channel, tail)
+        if self.diarizer is not None:
+            rest = np.concatenate(self._diar_buffer) if self._diar_buffer else np.zeros(0)
+            self._diar_buffer = []
+            self._run_diarizer(rest.astype(np.float32), final=True)
+            await self._diar_tail  # type: ignore[misc]
+        self._finished = True
+        self._diar_progress.set()
+        await asyncio.gather(*(t.flush() for t in self._channels.values()))
+        return sorted(self.finals, key=lambda u: (u.start, u.channel))
+
+    # ---- stages --------------------------------------------------------------------------
+    def _transcriber(self, channel: int) -> StreamingTranscriber:
+        if channel not in self._channels:
+            self._channels[channel] = StreamingTranscriber(
+                self.models.asr, lambda u, c=channel: self._on_utterance(c, u),
+                self.config.streaming, self.config.call_id, channel,
+            )
+        return self._channels[channel]
+
+    def _run_diarizer(self, audio: np.ndarray, final: bool = False) -> None:
+        diarizer = self.diarizer
+        assert diarizer is not None
+        previous = self._diar_tail
+
+        async def step() -> None:
+            if previous is not None:
+                await previous
+            try:
+                await asyncio.to_thread(diarizer.accept, audio)
+                if final:
+                    await asyncio.to_thread(diarizer.flush)
+            except Exception:
+                # Speaker labels degrade to the nearest known speaker; the words are kept.
+                log.exception("diarization step failed on call %s", self.config.call_id)
+            self._diar_progress.set()
+
+        self._diar_tail = asyncio.ensure_future(step())
+
+    async def _on_utterance(self, channel: int, utt: Utterance) -> None:
+        if self.config.layout == "stereo":
+            utt.speaker = f"ch{channel + 1}"
+            utt.role = self.roles.channel_role(channel)
+            await self._emit(utt)
+            return
+        if not utt.final:
+            await self._emit(utt)  # partials carry no speaker: the diarizer has not caught up
+            return
+        diarizer = self.diarizer
+        assert diarizer is not None
+        settle = utt.end + min(self.config.diarization.latency, self.config.diarization.window)
+        while diarizer.processed_until < settle and not self._finished:
+            self._diar_progress.clear()
+            await self._diar_progress.wait()
+        for part in self._split_by_speaker(utt):
+            await self._emit(part)
+
+    def _split_by_speaker(self, utt: Utterance) -> list[Utterance]:
+        diarizer = self.diarizer
+        assert diarizer is not None
+        runs: list[tuple[str | None, list[Word]]] = []
+        for word in utt.words:
+            word.speaker = diarizer.speaker_at(word.start, word.end)
+            if runs and runs[-1][0] == word.speaker:
+                runs[-1][1].append(word)
+            else:
+                runs.append((word.speaker, [word]))
+        # A lone word between two runs of one speaker is usually a mis-timed boundary.
+        merged: list[tuple[str | None, list[Word]]] = []
+        for speaker, words in runs:
+            if merged and (speaker == merged[-1][0] or len(words) == 1 and len(runs) > 1
+                           and words[0].end - words[0].start < 0.3 and merged[-1][0]):
+                merged[-1][1].extend(words)
+            else:
+                merged.append((speaker, words))
+        parts = []
+        for i, (speaker, words) in enumerate(merged):
+            part = utt.model_copy(deep=True)
+            if len(merged) > 1:
+                part.utterance_id = f"{utt.utterance_id}.{i + 1}"
+            part.words = words
+            part.start, part.end = words[0].start, words[-1].end
+            part.text = _join(words, utt.language)
+            part.stable_text = part.text
+            part.speaker = speaker
+            part.role = self.roles.role(speaker, diarizer.speakers, diarizer.centroids)
+            parts.append(part)
+        return parts
+
+    async def _emit(self, utt: Utterance) -> None:
+        utt.emitted_wallclock = time.monotonic()
+        if utt.final:
+            self.finals.append(utt)
+        try:
+            await self.sink(utt)
+        except Exception:
+            log.exception("utterance sink failed; the transcript keeps the utterance")
+
+
+def build_transcript(finals: list[Utterance], audio_seconds: float, processing_seconds: float,
+                     language: str | None, skipped_frames: int = 0,
+                     latencies: list[float] | None = None) -> Transcript:
+    segments = [
+        TranscriptSegment(start=u.start, end=u.end, speaker=u.speaker or "unknown", role=u.role,
+                          text=u.text)
+        for u in sorted(finals, key=lambda u: (u.start, u.channel))
+    ]
+    return Transcript(segments=segments, audio_seconds=round(audio_seconds, 3),
+                      processing_seconds=round(processing_seconds, 3), language=language,
+                      skipped_frames=skipped_frames, latency_seconds=latencies)
+
+
+__all__ = ["TARGET_RATE", "CallConfig", "CallTranscriber", "SpeechModels", "build_transcript"]

@@ -1,0 +1,63 @@
+"""Typed events speech/ emits: the contract with dialogue/, assist/ and campaigns/."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Role = Literal["agent", "customer", "unknown"]
+
+
+class Word(BaseModel):
+    start: float = Field(description="seconds from the start of the call")
+    end: float
+    text: str
+    probability: float = 1.0
+    speaker: str | None = None
+
+
+class Utterance(BaseModel):
+    """One stretch of speech between endpoints on one channel.
+
+    Partial utterances are provisional and superseded by later ones with the same `utterance_id`;
+    a final utterance never changes afterwards.
+    """
+
+    call_id: str
+    utterance_id: str
+    channel: int
+    final: bool
+    start: float
+    end: float
+    text: str
+    stable_text: str = Field("", description="prefix two consecutive hypotheses agreed on")
+    words: list[Word] = Field(default_factory=list)
+    language: str
+    speaker: str | None = None
+    role: Role = "unknown"
+    # Wall-clock bookkeeping for latency figures: when the last audio of the utterance arrived
+    # and when this event was produced (time.monotonic seconds).
+    audio_end_wallclock: float | None = None
+    emitted_wallclock: float | None = None
+
+
+class TranscriptSegment(BaseModel):
+    """A run of words by one speaker: the unit of the JSON transcript."""
+
+    start: float
+    end: float
+    speaker: str
+    role: Role
+    text: str
+
+
+class Transcript(BaseModel):
+    segments: list[TranscriptSegment]
+    audio_seconds: float
+    processing_seconds: float
+    language: str | None = None
+    skipped_frames: int = 0
+    latency_seconds: list[float] | None = Field(
+        None, description="end of utterance -> final text, per utterance (--realtime only)"
+    )

@@ -1,0 +1,38 @@
+"""Speech settings: environment variables (CALLWISE_*) or one settings file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "callwise" / "models"
+
+
+class SpeechSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CALLWISE_", env_file=os.environ.get("CALLWISE_SETTINGS", ".env"),
+        extra="ignore", protected_namespaces=(),
+    )
+
+    whisper_model: str | None = Field(
+        None, description="CTranslate2 Whisper folder or a faster-whisper model name; "
+        "unset: the packaged whisper base"
+    )
+    segmentation_model: str | None = Field(
+        None, description="pyannote segmentation checkpoint (.bin/.ckpt); unset: the packaged one"
+    )
+    embedding_model: str | None = Field(
+        None, description="resemblyzer voice-encoder weights (.pt); unset: the packaged one"
+    )
+    model_cache: Path = Field(default_factory=default_cache_dir)
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    compute_type: str | None = Field(None, description="default: int8 on CPU, float16 on CUDA")
+    cpu_threads: int = Field(0, description="0: all cores")
+    asr_batch_size: int = Field(8, description="utterances decoded together across calls")

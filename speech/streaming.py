@@ -1,0 +1,251 @@
+"""Streaming transcription of one channel: VAD endpointing, partial hypotheses, final utterances.
+
+Finals depend only on the audio (the endpoints VAD finds and one beam-search decode of each
+utterance), never on how fast audio arrived or how busy the ASR was; so the transcript of a
+replayed call equals the transcript of the live call, and WER can be measured off-line on the
+very code path that runs live. Partials are best-effort: a busy ASR skips them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from .agreement import LocalAgreement
+from .asr import AsrService, DecodeRequest
+from .codecs import TARGET_RATE
+from .events import Utterance, Word
+from .vad import FRAME, StreamingVad
+
+log = logging.getLogger(__name__)
+FRAME_S = FRAME / TARGET_RATE
+EventSink = Callable[[Utterance], Awaitable[None]]
+
+
+class StreamingConfig(BaseModel):
+    language: str | None = Field("en", description="zh or en; None auto-detects (slow, unsure)")
+    speech_threshold: float = 0.5
+    silence_threshold: float = 0.35
+    min_silence: float = Field(0.5, description="silence that ends an utterance, seconds")
+    min_silence_long: float = Field(
+        0.15, description="silence that ends an utterance already `long_after` seconds long"
+    )
+    long_after: float = 4.0
+    min_speech: float = Field(0.1, description="shorter bursts are noise, not speech")
+    pad: float = Field(0.2, description="audio kept on both sides of detected speech")
+    max_utterance: float = Field(15.0, description="cut at the quietest point past this length")
+    partial_interval: float = Field(1.0, description="seconds of new speech per partial; 0: none")
+    final_beam: int = 5
+    partial_beam: int = 1
+    initial_prompt: str | None = None
+
+
+class StreamingTranscriber:
+    """Feed 16 kHz float32 audio with `accept`; utterances go to `sink` in order."""
+
+    def __init__(self, asr: AsrService, sink: EventSink, config: StreamingConfig,
+                 call_id: str = "call", channel: int = 0) -> None:
+        self.asr, self.sink, self.config = asr, sink, config
+        self.call_id, self.channel = call_id, channel
+        self.vad = StreamingVad()
+        self._ids = itertools.count(1)
+        self._audio = np.zeros(0, dtype=np.float32)  # from self._audio_start on
+        self._audio_start = 0  # sample index of self._audio[0]
+        self._frames_done = 0  # VAD frames processed so far
+        self._probs: list[float] = []  # VAD probability of each frame of the current utterance
+        self._utt_start: int | None = None  # sample index where the current utterance starts
+        self._last_voiced_end = 0  # sample index just past the last voiced frame
+        self._voiced = 0  # voiced frames in the current utterance
+        self._voiced_wallclock = 0.0
+        self._utt_id = ""
+        self._agreement = LocalAgreement()
+        self._next_partial_at = 0
+        self._partial_task: asyncio.Task[None] | None = None
+        self._final_tail: asyncio.Task[None] | None = None
+        self.samples_seen = 0
+
+    # ---- input ---------------------------------------------------------------------------
+    def accept(self, audio: np.ndarray) -> None:
+        """Never blocks on the ASR: decoding runs in tasks; the caller keeps reading media."""
+        now = time.monotonic()
+        self._audio = np.concatenate([self._audio, audio.astype(np.float32, copy=False)])
+        self.samples_seen += len(audio)
+        for prob in self.vad(audio):
+            self._on_frame(float(prob), now)
+        if self._utt_start is None:
+            # Idle: keep only the padding we may prepend to the next utterance.
+            keep_from = max(self._audio_start, self.samples_seen - int(self.config.pad * TARGET_RATE))
+            self._trim_to(keep_from)
+        else:
+            self._maybe_partial()
+
+    async def flush(self) -> None:
+        """End of stream: finalize what is open and wait until every final is delivered."""
+        if self._utt_start is not None:
+            self._finalize(self.samples_seen)
+        if self._partial_task is not None:
+            self._partial_task.cancel()
+        if self._final_tail is not None:
+            await self._final_tail
+
+    # ---- endpointing ---------------------------------------------------------------------
+    def _on_frame(self, prob: float, now: float) -> None:
+        cfg = self.config
+        frame_start = self._frames_done * FRAME
+        self._frames_done += 1
+        frame_end = frame_start + FRAME
+        if self._utt_start is None:
+            if prob >= cfg.speech_threshold:
+                self._open(max(self._audio_start, frame_start - int(cfg.pad * TARGET_RATE)))
+                self._mark_voiced(frame_end, now)
+            return
+        self._probs.append(prob)
+        if prob >= cfg.silence_threshold:
+            if prob >= cfg.speech_threshold or self._voiced:
+                self._mark_voiced(frame_end, now)
+        silence = (frame_end - self._last_voiced_end) / TARGET_RATE
+        if silence >= self._required_silence(frame_end):
+            self._finalize(min(frame_end, self._last_voiced_end + int(cfg.pad * TARGET_RATE)))
+        elif (frame_end - self._utt_start) / TARGET_RATE >= cfg.max_utterance:
+            self._cut_long_utterance(frame_end)
+
+    def _required_silence(self, now: int) -> float:
+        # People in a quick exchange leave short gaps; a long utterance takes a short pause as
+        # its end, so finals keep coming during rapid back-and-forth instead of every 15 s.
+        assert self._utt_start is not None
+        length = (now - self._utt_start) / TARGET_RATE
+        cfg = self.config
+        if length <= cfg.long_after / 2:
+            return cfg.min_silence
+        if length >= cfg.long_after:
+            return cfg.min_silence_long
+        share = (length - cfg.long_after / 2) / (cfg.long_after / 2)
+        return cfg.min_silence + share * (cfg.min_silence_long - cfg.min_silence)
+
+    def _open(self, start: int) -> None:
+        self._utt_start = start
+        self._probs = []
+        self._voiced = 0
+        self._utt_id = f"{self.call_id}-c{self.channel}-u{next(self._ids)}"
+        self._agreement = LocalAgreement()
+        self._next_partial_at = start + int(self.config.partial_interval * TARGET_RATE)
+
+    def _mark_voiced(self, frame_end: int, now: float) -> None:
+        self._voiced += 1
+        self._last_voiced_end = frame_end
+        self._voiced_wallclock = now
+
+    def _cut_long_utterance(self, frame_end: int) -> None:
+        # Cut at the quietest frame of the last third, so a long turn splits between words.
+        assert self._utt_start is not None
+        probs = np.asarray(self._probs)
+        lo = int(len(probs) * 2 / 3)
+        quietest = lo + int(np.argmin(probs[lo:])) if len(probs) > lo else len(probs) - 1
+        cut = self._utt_start + (quietest + 1) * FRAME
+        cut = min(max(cut, self._utt_start + FRAME), frame_end)
+        self._finalize(cut, reopen=True)
+
+    def _finalize(self, end: int, reopen: bool = False) -> None:
+        assert self._utt_start is not None
+        start, utt_id, voiced = self._utt_start, self._utt_id, self._voiced
+        wallclock = self._voiced_wallclock
+        audio = self._slice(start, end)
+        self._utt_start = None
+        if self._partial_task is not None:
+            self._partial_task.cancel()
+            self._partial_task = None
+        if reopen:
+            tail = self._probs[(end - start) // FRAME :]
+            self._open(end)
+            self._probs = list(tail)
+            self._voiced = sum(p >= self.config.speech_threshold for p in tail)
+        self._trim_to(min(end, self._utt_start) if self._utt_start is not None else end)
+        if voiced * FRAME_S < self.config.min_speech:
+            return
+        previous = self._final_tail
+        self._final_tail = asyncio.ensure_future(
+            self._decode_final(previous, utt_id, start, end, audio, wallclock)
+        )
+
+    # ---- decoding ------------------------------------------------------------------------
+    async def _decode_final(self, previous: asyncio.Task[None] | None, utt_id: str, start: int,
+                            end: int, audio: np.ndarray, wallclock: float) -> None:
+        cfg = self.config
+        request = DecodeRequest(audio=audio, language=cfg.language, offset=start / TARGET_RATE,
+                                beam_size=cfg.final_beam, initial_prompt=cfg.initial_prompt)
+        try:
+            words = await self.asr.final(request)
+        except Exception:
+            # A failed decode loses the words but not the call, and the gap stays visible.
+            log.exception("final decode of %s failed", utt_id)
+            words = []
+        if previous is not None:
+            await previous  # finals leave in the order they were spoken
+        if not words:
+            return
+        await self.sink(self._event(utt_id, words, final=True, start=start, end=end,
+                                    wallclock=wallclock))
+
+    def _maybe_partial(self) -> None:
+        cfg = self.config
+        if cfg.partial_interval <= 0 or self._utt_start is None:
+            return
+        if self.samples_seen < self._next_partial_at:
+            return
+        if self._partial_task is not None and not self._partial_task.done():
+            return  # the ASR is still on the previous one: skip rather than queue up
+        self._next_partial_at = self.samples_seen + int(cfg.partial_interval * TARGET_RATE)
+        start, end = self._utt_start, self.samples_seen
+        request = DecodeRequest(audio=self._slice(start, end), language=cfg.language,
+                                offset=start / TARGET_RATE, beam_size=cfg.partial_beam,
+                                initial_prompt=cfg.initial_prompt)
+        self._partial_task = asyncio.ensure_future(self._decode_partial(self._utt_id, request,
+                                                                        start, end))
+
+    async def _decode_partial(self, utt_id: str, request: DecodeRequest, start: int,
+                              end: int) -> None:
+        key = f"{self.call_id}/{self.channel}"
+        try:
+            words = await self.asr.partial(key, request)
+        except Exception:
+            log.exception("partial decode failed; the final will still come")
+            return
+        if not words or utt_id != self._utt_id or self._utt_start is None:
+            return
+        stable, _ = self._agreement.update(words)
+        event = self._event(utt_id, words, final=False, start=start, end=end, wallclock=None)
+        event.stable_text = _join(stable, self.config.language)
+        await self.sink(event)
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _event(self, utt_id: str, words: list[Word], final: bool, start: int, end: int,
+               wallclock: float | None) -> Utterance:
+        return Utterance(
+            call_id=self.call_id, utterance_id=utt_id, channel=self.channel, final=final,
+            start=round(max(start / TARGET_RATE, words[0].start if final else 0), 3),
+            end=round(min(end / TARGET_RATE, words[-1].end) if final else end / TARGET_RATE, 3),
+            text=_join(words, self.config.language), words=words,
+            language=self.config.language or "auto", audio_end_wallclock=wallclock,
+            emitted_wallclock=time.monotonic(),
+        )
+
+    def _slice(self, start: int, end: int) -> np.ndarray:
+        a, b = start - self._audio_start, end - self._audio_start
+        return self._audio[max(0, a) : max(0, b)].copy()
+
+    def _trim_to(self, sample: int) -> None:
+        drop = sample - self._audio_start
+        if drop > 0:
+            self._audio = self._audio[drop:]
+            self._audio_start = sample
+
+
+def _join(words: list[Word], language: str | None) -> str:
+    text = "".join(w.text for w in words).strip()
+    return text if language == "zh" else " ".join(text.split())
