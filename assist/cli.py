@@ -1,0 +1,170 @@
+"""The `callwise` command line: demo, transcribe, models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+DEMO_CALL = FIXTURES / "calls" / "demo_call_stereo.flac"
+
+
+def _fmt(seconds: float) -> str:
+    return f"{int(seconds // 60):02d}:{seconds % 60:05.2f}"
+
+
+def _print_transcript(transcript, out=sys.stdout) -> None:  # type: ignore[no-untyped-def]
+    for s in transcript.segments:
+        print(f"[{_fmt(s.start)} - {_fmt(s.end)}] {s.role:<8} {s.speaker:<4} {s.text}", file=out)
+    rtf = transcript.processing_seconds / max(transcript.audio_seconds, 1e-9)
+    print(f"-- {transcript.audio_seconds:.1f} s of audio in {transcript.processing_seconds:.1f} s "
+          f"(real-time factor {rtf:.2f})", file=out)
+    if transcript.latency_seconds:
+        import numpy as np
+
+        lat = transcript.latency_seconds
+        print(f"-- end of utterance -> final text: p50 {np.percentile(lat, 50):.2f} s, "
+              f"p95 {np.percentile(lat, 95):.2f} s over {len(lat)} utterances", file=out)
+    if transcript.skipped_frames:
+        print(f"-- {transcript.skipped_frames} undecodable frames skipped", file=out)
+
+
+def _call_config(args: argparse.Namespace, models):  # type: ignore[no-untyped-def]
+    from speech import CallConfig, DiarizationConfig, RoleConfig, StreamingConfig
+
+    roles = RoleConfig(first_speaker=args.first_speaker)
+    if args.stereo_roles:
+        roles.channel_roles = [r.strip() for r in args.stereo_roles.split(",")]
+    if args.agent_voice:
+        from speech.audio_file import load_audio
+
+        clip = load_audio(args.agent_voice).to_16k()
+        vector = models.diarization.embedding.embed(clip.samples.mean(axis=0))
+        if vector is None:
+            raise SystemExit(f"{args.agent_voice}: too little speech to enrol a voice")
+        roles.agent_voice = vector.tolist()
+    language = None if args.language == "auto" else args.language
+    diarization = DiarizationConfig()
+    if args.speakers:
+        diarization.min_speakers = diarization.max_speakers = args.speakers
+    return CallConfig(streaming=StreamingConfig(language=language), diarization=diarization,
+                      roles=roles)
+
+
+async def _transcribe(args: argparse.Namespace) -> int:
+    from speech import SpeechError, SpeechModels, Utterance
+    from speech.replay import channel_layout, replay
+    from speech.twilio_capture import load_twilio_capture
+
+    path = Path(args.file)
+    try:
+        if path.suffix in (".jsonl", ".ndjson"):
+            clip, stream = load_twilio_capture(path)
+            skipped = stream.skipped_frames
+        else:
+            from speech.audio_file import load_audio
+
+            clip, stream, skipped = load_audio(path), None, 0
+    except SpeechError as exc:
+        print(f"callwise: {exc}", file=sys.stderr)
+        return 2
+    models = SpeechModels.load()
+    try:
+        config = _call_config(args, models)
+        config.call_id = path.stem
+        config.layout = stream.layout if stream else channel_layout(clip)  # type: ignore[assignment]
+        if stream and stream.layout == "stereo":
+            config.roles.channel_roles = stream.channel_roles
+
+        async def live(u: Utterance) -> None:
+            if args.realtime and not args.json:
+                tag = "final  " if u.final else "partial"
+                print(f"{tag} [{_fmt(u.start)}] {u.speaker or '?':<4} {u.text}", file=sys.stderr)
+
+        transcript = await replay(clip, models, config, realtime=args.realtime, sink=live)
+        transcript.skipped_frames = skipped
+    finally:
+        models.close()
+    if args.json:
+        print(json.dumps(transcript.model_dump(exclude_none=True), ensure_ascii=False))
+    else:
+        _print_transcript(transcript)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from speech.errors import ModelNotAvailableError
+    from speech.models import ModelRegistry
+
+    registry = ModelRegistry()
+    try:
+        rows = registry.install() if args.command == "models" and args.action == "install" else (
+            registry.describe())
+    except ModelNotAvailableError as exc:
+        print(f"callwise: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([r.model_dump() for r in rows]))
+    else:
+        for r in rows:
+            print(f"{r.kind:<13} {r.source:<9} {r.path or '-'}\n{'':23}{r.detail}")
+    return 0 if all(r.source != "missing" for r in rows) else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    print(f"callwise demo: transcribing the bundled sample call {DEMO_CALL.name}\n"
+          "(agent on the left channel, customer on the right; our own synthesized recording)\n")
+    args.file, args.language, args.speakers = str(DEMO_CALL), "en", None
+    args.first_speaker = args.agent_voice = args.stereo_roles = None
+    args.json = False
+    return asyncio.run(_transcribe(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callwise", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="transcribe the bundled sample call")
+    demo.add_argument("--realtime", action="store_true", help="replay at real-time speed")
+
+    tr = sub.add_parser("transcribe", help="transcribe a recording (WAV/FLAC/MP3/Twilio .jsonl)")
+    tr.add_argument("file")
+    tr.add_argument("--language", choices=["zh", "en", "auto"], default="en")
+    tr.add_argument("--speakers", type=int, help="number of speakers (mono calls)")
+    tr.add_argument("--json", action="store_true", help="print the transcript as JSON")
+    tr.add_argument("--realtime", action="store_true",
+                    help="replay at real-time speed through the streaming path; report latency")
+    tr.add_argument("--first-speaker", choices=["agent", "customer"],
+                    help="mono calls: the role of the first voice heard")
+    tr.add_argument("--agent-voice", help="mono calls: a recording of the agent to enrol")
+    tr.add_argument("--stereo-roles", help="stereo calls: roles per channel, e.g. agent,customer")
+
+    models = sub.add_parser("models", help="list the models and where they come from")
+    models.add_argument("action", nargs="?", choices=["list", "install"], default="list")
+    models.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never a silent hub download
+    if args.command == "models":
+        return _models(args)
+    if args.command == "demo":
+        return _demo(args)
+    if args.speakers is not None and args.speakers < 1:
+        print("callwise: --speakers must be at least 1", file=sys.stderr)
+        return 2
+    return asyncio.run(_transcribe(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
