@@ -45,14 +45,15 @@ def decode_alaw(payload: bytes) -> np.ndarray:
 
 
 def encode_mulaw(pcm16: np.ndarray) -> bytes:
-    """G.711 mu-law encoder (for outbound media and for synthesizing test streams)."""
-    x = np.clip(pcm16.astype(np.int32), -32635, 32635)
-    sign = np.where(x < 0, 0x80, 0)
-    x = np.abs(x) + 0x84
-    exponent = np.floor(np.log2(x)).astype(np.int32) - 7
-    exponent = np.clip(exponent, 0, 7)
-    mantissa = (x >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+    """G.711 mu-law encoder, bit-exact with the ITU reference (14-bit magnitude, bias 33)."""
+    x = pcm16.astype(np.int32) >> 2
+    negative = x < 0
+    x = np.minimum(np.where(negative, -x, x), 8159) + 0x21
+    raw = np.floor(np.log2(np.maximum(x, 1))).astype(np.int32) - 5
+    segment = np.clip(raw, 0, 7)
+    # Past the top segment the reference saturates at the largest code.
+    value = np.where(raw > 7, 0x7F, (segment << 4) | ((x >> (segment + 1)) & 0x0F))
+    return (value ^ np.where(negative, 0x7F, 0xFF)).astype(np.uint8).tobytes()
 
 
 def decode_pcm16(payload: bytes, channels: int = 1, byteorder: str = "<") -> np.ndarray:

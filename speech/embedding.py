@@ -15,8 +15,13 @@ from . import _torchaudio_shim
 
 _torchaudio_shim.install()
 
-from pyannote.audio import Model  # noqa: E402
-from pyannote.audio.core.task import Problem, Resolution, Specifications  # noqa: E402
+import warnings  # noqa: E402
+
+with warnings.catch_warnings():
+    # pyannote warns at import that torchcodec cannot decode files; we always pass it arrays.
+    warnings.simplefilter("ignore")
+    from pyannote.audio import Model
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
 
 SAMPLE_RATE = 16_000
 MIN_SAMPLES = SAMPLE_RATE // 4  # below a quarter second a voice print is noise

@@ -1,9 +1,9 @@
 """Streaming transcription of one channel: VAD endpointing, partial hypotheses, final utterances.
 
-Finals depend only on the audio (the endpoints VAD finds and one beam-search decode of each
-utterance), never on how fast audio arrived or how busy the ASR was; so the transcript of a
-replayed call equals the transcript of the live call, and WER can be measured off-line on the
-very code path that runs live. Partials are best-effort: a busy ASR skips them.
+Final utterances are cut where the audio says (VAD endpoints), never where the clock or a busy
+ASR happens to be, and each is decoded once with beam search; so a replayed call is cut exactly
+like the live call and WER measured off-line is the live path's WER (only the numerics of which
+utterances shared a batch may move a comma). Partials are best-effort: a busy ASR skips them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test never reaches a model hub
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+SHARED_AUDIO = Path(os.environ.get("CALLWISE_SHARED", ROOT.parent / "shared")) / "data" / "audio"
+
+
+def shared_audio(relative: str) -> Path:
+    path = SHARED_AUDIO / relative
+    if not path.exists():
+        pytest.skip(f"needs ../shared/data/audio/{relative} (real recordings are not in the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def speech_models():
+    from speech import SpeechModels
+
+    models = SpeechModels.load()
+    yield models
+    models.close()

@@ -1,0 +1,125 @@
+"""The streaming path on real recordings and on our own synthesized calls."""
+
+import asyncio
+import json
+import re
+
+import jiwer
+import numpy as np
+
+from speech import CallConfig, StreamingConfig
+from speech.audio_file import load_audio
+from speech.codecs import TARGET_RATE
+from speech.streaming import StreamingTranscriber
+
+from .conftest import FIXTURES, shared_audio
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+async def _stream(models, audio, config, pace=0.0):
+    events = []
+
+    async def sink(u):
+        events.append(u)
+
+    t = StreamingTranscriber(models.asr, sink, config)
+    for i in range(0, len(audio), 320):
+        t.accept(audio[i : i + 320])
+        if pace:
+            await asyncio.sleep(pace)
+    await t.flush()
+    return events
+
+
+async def test_english_finals_match_the_reference(speech_models):
+    audio = load_audio(shared_audio("wenet/librispeech-1995-1837-0001.wav")).to_16k().samples[0]
+    events = await _stream(speech_models, audio, StreamingConfig(language="en",
+                                                                 partial_interval=0))
+    finals = [e for e in events if e.final]
+    ref = ("it was the first great sorrow of his life it was not so much the loss of the cotton "
+           "itself but the fantasy the hopes the dreams built around it")
+    hyp = _norm(" ".join(f.text for f in finals))
+    assert jiwer.wer(ref, hyp) <= 0.1, hyp
+    words = [w for f in finals for w in f.words]
+    assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
+    assert 0 <= words[0].start < 1.5 and 7 < words[-1].end <= 8.8
+
+
+async def test_mandarin_comes_out_in_simplified_characters(speech_models):
+    audio = load_audio(shared_audio("wenet/aishell-BAC009S0724W0121.wav")).to_16k().samples[0]
+    events = await _stream(speech_models, audio, StreamingConfig(language="zh",
+                                                                 partial_interval=0))
+    text = "".join(e.text for e in events if e.final)
+    hyp = re.sub(r"[^\w]", "", text)
+    assert "廣" not in hyp and "產" not in hyp and "协会" in hyp
+    assert jiwer.cer("广州市房地产中介协会分析", hyp) <= 0.35, hyp
+
+
+async def test_silence_pause_splits_utterances_and_noise_makes_none(speech_models):
+    clip = load_audio(FIXTURES / "calls" / "demo_call_stereo.flac").to_16k()
+    agent = clip.samples[0]
+    turns = json.loads((FIXTURES / "calls" / "demo_call.json").read_text())["turns"]
+    first, third = turns[0], turns[2]
+    a = agent[int(first["start"] * TARGET_RATE) : int(first["end"] * TARGET_RATE)]
+    b = agent[int(third["start"] * TARGET_RATE) : int(third["end"] * TARGET_RATE)]
+    rng = np.random.default_rng(0)
+    hiss = (rng.standard_normal(TARGET_RATE * 2) * 0.002).astype(np.float32)
+    audio = np.concatenate([hiss, a, np.zeros(TARGET_RATE, np.float32), b, hiss])
+    events = await _stream(speech_models, audio, StreamingConfig(language="en",
+                                                                 partial_interval=0))
+    finals = [e for e in events if e.final]
+    assert len(finals) >= 2
+    assert "harbor" in _norm(finals[0].text).replace(" ", "")
+    assert finals[0].end < 2 + len(a) / TARGET_RATE + 0.5 < finals[-1].start
+    assert len({f.utterance_id for f in finals}) == len(finals)
+
+    silent = await _stream(speech_models, hiss, StreamingConfig(language="en"))
+    assert silent == []
+
+
+async def test_partials_come_before_the_final_and_their_stable_prefix_only_grows(speech_models):
+    audio = load_audio(shared_audio("faster-whisper/jfk.flac")).to_16k().samples.mean(axis=0)
+    # Real time: 20 ms frames every 20 ms, as a live call delivers them.
+    events = await _stream(speech_models, audio, StreamingConfig(language="en",
+                                                                 partial_interval=1.0), pace=0.02)
+    by_utt = {}
+    for e in events:
+        by_utt.setdefault(e.utterance_id, []).append(e)
+    assert any(not e.final for e in events), "no partial hypothesis was emitted"
+    for evs in by_utt.values():
+        finals = [i for i, e in enumerate(evs) if e.final]
+        assert finals == [len(evs) - 1], "exactly one final, after all partials"
+        stable = [e.stable_text for e in evs[:-1]]
+        for x, y in zip(stable, stable[1:], strict=False):
+            assert y.startswith(x)
+    text = _norm(" ".join(e.text for e in events if e.final))
+    assert "ask not what your country can do for you" in text
+
+
+async def test_finals_barely_depend_on_timing(speech_models):
+    """Endpoints come from the audio alone; only batch composition (numerics of a batched
+    decode) may move a comma or a word."""
+    from speech.replay import replay
+
+    clip = load_audio(FIXTURES / "calls" / "demo_call_stereo.flac")
+    config = CallConfig(layout="stereo")
+    fast = await replay(clip, speech_models, config)
+    paced = config.model_copy(deep=True)
+    paced.streaming.partial_interval = 0.5
+    # Partials on and audio arriving in bursts: the ASR is busier, the finals must not change.
+    from speech import CallTranscriber
+
+    call = CallTranscriber(speech_models, paced)
+    for i in range(0, clip.samples.shape[1], 1600):
+        for ch in range(2):
+            call.accept(ch, clip.samples[ch, i : i + 1600], clip.sample_rate)
+        await asyncio.sleep(0.01)
+    finals = await call.finish()
+    assert [s.speaker for s in fast.segments] == [f.speaker for f in finals]
+    assert np.allclose([s.start for s in fast.segments], [f.start for f in finals], atol=0.1)
+    a = _norm(" ".join(s.text for s in fast.segments))
+    b = _norm(" ".join(f.text for f in finals))
+    assert jiwer.wer(a, b) <= 0.1
