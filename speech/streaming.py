@@ -2,8 +2,7 @@
 
 Final utterances are cut where the audio says (VAD endpoints), never where the clock or a busy
 ASR happens to be, and each is decoded once with beam search; so a replayed call is cut exactly
-like the live call and WER measured off-line is the live path's WER (only the numerics of which
-utterances shared a batch may move a comma). Partials are best-effort: a busy ASR skips them.
+like the live call and WER measured off-line is the live path's WER. Partials are best-effort: a busy ASR skips them.
 """
 
 from __future__ import annotations
@@ -79,8 +78,11 @@ class StreamingTranscriber:
         for prob in self.vad(audio):
             self._on_frame(float(prob), now)
         if self._utt_start is None:
-            # Idle: keep only the padding we may prepend to the next utterance.
-            keep_from = max(self._audio_start, self.samples_seen - int(self.config.pad * TARGET_RATE))
+            # Idle: keep only the padding we may prepend to the next utterance, counted from the
+            # frame the VAD has not seen yet, so chunk sizes never change where utterances start.
+            pending = self.samples_seen - self._frames_done * FRAME
+            keep = int(self.config.pad * TARGET_RATE) + pending
+            keep_from = max(self._audio_start, self.samples_seen - keep)
             self._trim_to(keep_from)
         else:
             self._maybe_partial()

@@ -99,9 +99,8 @@ async def test_partials_come_before_the_final_and_their_stable_prefix_only_grows
     assert "ask not what your country can do for you" in text
 
 
-async def test_finals_barely_depend_on_timing(speech_models):
-    """Endpoints come from the audio alone; only batch composition (numerics of a batched
-    decode) may move a comma or a word."""
+async def test_finals_do_not_depend_on_timing(speech_models):
+    """Endpoints come from the audio alone, whatever the chunk sizes and the ASR's load."""
     from speech.replay import replay
 
     clip = load_audio(FIXTURES / "calls" / "demo_call_stereo.flac")
@@ -118,8 +117,5 @@ async def test_finals_barely_depend_on_timing(speech_models):
             call.accept(ch, clip.samples[ch, i : i + 1600], clip.sample_rate)
         await asyncio.sleep(0.01)
     finals = await call.finish()
-    assert [s.speaker for s in fast.segments] == [f.speaker for f in finals]
-    assert np.allclose([s.start for s in fast.segments], [f.start for f in finals], atol=0.1)
-    a = _norm(" ".join(s.text for s in fast.segments))
-    b = _norm(" ".join(f.text for f in finals))
-    assert jiwer.wer(a, b) <= 0.1
+    assert [(s.start, s.speaker, s.text) for s in fast.segments] == [
+        (f.start, f.speaker, f.text) for f in finals]
