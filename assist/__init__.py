@@ -1,0 +1,1 @@
+"""assist: the live call runtime, the agent's sidebar and the `callwise` command line."""

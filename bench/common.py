@@ -7,7 +7,8 @@ import platform
 import sys
 from pathlib import Path
 
-SHARED = Path(os.environ.get("CALLWISE_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CALLWISE_SHARED", ROOT.parent / "shared"))
 AUDIO = SHARED / "data" / "audio"
 
 

@@ -1,0 +1,1 @@
+"""campaigns: PostgreSQL store, outbound campaigns, analytics, dashboard (issue #4)."""

