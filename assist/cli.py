@@ -1,4 +1,4 @@
-"""The `callwise` command line: demo, transcribe, models."""
+"""The `callwise` command line: demo, transcribe, serve, models."""
 
 from __future__ import annotations
 
@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--agent-voice", help="mono calls: a recording of the agent to enrol")
     tr.add_argument("--stereo-roles", help="stereo calls: roles per channel, e.g. agent,customer")
 
+    srv = sub.add_parser("serve", help="media ingress: Twilio Media Streams and PCM websockets")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8765)
+    srv.add_argument("--language", choices=["zh", "en", "auto"], default="en")
+
     models = sub.add_parser("models", help="list the models and where they come from")
     models.add_argument("action", nargs="?", choices=["list", "install"], default="list")
     models.add_argument("--json", action="store_true")
@@ -160,6 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         return _models(args)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "serve":
+        from assist.media_server import run
+
+        try:
+            asyncio.run(run(args.host, args.port, args.language))
+        except KeyboardInterrupt:
+            pass
+        return 0
     if args.speakers is not None and args.speakers < 1:
         print("callwise: --speakers must be at least 1", file=sys.stderr)
         return 2

@@ -97,7 +97,9 @@ async def test_partials_come_before_the_final_and_their_stable_prefix_only_grows
         for x, y in itertools.pairwise(stable):
             assert y.startswith(x)
     text = _norm(" ".join(e.text for e in events if e.final))
-    assert "ask not what your country can do for you" in text
+    ref = ("and so my fellow americans ask not what your country can do for you ask what you can "
+           "do for your country")
+    assert jiwer.wer(ref, text) <= 0.15, text
 
 
 async def test_finals_do_not_depend_on_timing(speech_models):
