@@ -50,6 +50,8 @@ def _call_config(args: argparse.Namespace, models):  # type: ignore[no-untyped-d
         roles.agent_voice = vector.tolist()
     language = None if args.language == "auto" else args.language
     diarization = DiarizationConfig()
+    if args.diarization_latency is not None:
+        diarization.latency = args.diarization_latency
     if args.speakers:
         diarization.min_speakers = diarization.max_speakers = args.speakers
     return CallConfig(streaming=StreamingConfig(language=language), diarization=diarization,
@@ -120,7 +122,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"callwise demo: transcribing the bundled sample call {DEMO_CALL.name}\n"
           "(agent on the left channel, customer on the right; our own synthesized recording)\n")
     args.file, args.language, args.speakers = str(DEMO_CALL), "en", None
-    args.first_speaker = args.agent_voice = args.stereo_roles = None
+    args.first_speaker = args.agent_voice = args.stereo_roles = args.diarization_latency = None
     args.json = False
     return asyncio.run(_transcribe(args))
 
@@ -143,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--first-speaker", choices=["agent", "customer"],
                     help="mono calls: the role of the first voice heard")
     tr.add_argument("--agent-voice", help="mono calls: a recording of the agent to enrol")
+    tr.add_argument("--diarization-latency", type=float,
+                    help="mono calls: seconds before a speaker label is settled (default 5; "
+                    "lower is faster and less accurate)")
     tr.add_argument("--stereo-roles", help="stereo calls: roles per channel, e.g. agent,customer")
 
     srv = sub.add_parser("serve", help="media ingress: Twilio Media Streams and PCM websockets")
