@@ -80,3 +80,12 @@ def test_demo_prints_a_role_labelled_transcript():
     assert lines[0].split()[3] == "agent"
     assert any(line.split()[3] == "customer" for line in lines)
     assert "real-time factor" in out.stdout
+
+
+def test_realtime_replay_reports_latency_per_utterance():
+    wav = shared_audio("faster-whisper/stereo_diarization.wav")
+    out = callwise("transcribe", str(wav), "--realtime", "--json")
+    data = json.loads(out.stdout)
+    assert data["processing_seconds"] >= data["audio_seconds"] - 0.1  # it really took real time
+    assert len(data["latency_seconds"]) == len(data["segments"]) >= 2
+    assert all(0 < x < 5 for x in data["latency_seconds"])

@@ -122,3 +122,15 @@ async def test_finals_do_not_depend_on_timing(speech_models):
     finals = await call.finish()
     assert [(s.start, s.speaker, s.text) for s in fast.segments] == [
         (f.start, f.speaker, f.text) for f in finals]
+
+
+async def test_a_long_turn_is_cut_at_a_pause_and_loses_no_words(speech_models):
+    audio = load_audio(shared_audio("wenet/librispeech-1995-1837-0001.wav")).to_16k().samples[0]
+    config = StreamingConfig(language="en", partial_interval=0, max_utterance=3.0,
+                             min_silence=5.0, min_silence_long=5.0)  # only the length cut acts
+    finals = [e for e in await _stream(speech_models, audio, config) if e.final]
+    assert len(finals) >= 3
+    assert all(f.end - f.start <= 3.2 for f in finals)
+    ref = ("it was the first great sorrow of his life it was not so much the loss of the cotton "
+           "itself but the fantasy the hopes the dreams built around it")
+    assert jiwer.wer(ref, _norm(" ".join(f.text for f in finals))) <= 0.25
