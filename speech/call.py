@@ -170,11 +170,12 @@ class CallTranscriber:
                 runs[-1][1].append(word)
             else:
                 runs.append((word.speaker, [word]))
-        # A lone word between two runs of one speaker is usually a mis-timed boundary.
+        # A single short word on the far side of a speaker change is usually a word-timestamp
+        # error at the boundary, not a turn: it stays with the run before it.
         merged: list[tuple[str | None, list[Word]]] = []
         for speaker, words in runs:
-            if merged and (speaker == merged[-1][0] or (len(words) == 1 and len(runs) > 1
-                           and words[0].end - words[0].start < 0.3 and merged[-1][0])):
+            lone = len(words) == 1 and words[0].end - words[0].start < 0.3
+            if merged and (speaker == merged[-1][0] or (lone and merged[-1][0] is not None)):
                 merged[-1][1].extend(words)
             else:
                 merged.append((speaker, words))
