@@ -12,6 +12,7 @@ from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 DEMO_CALL = FIXTURES / "calls" / "demo_call_stereo.flac"
+DEMO_CALL_MONO = FIXTURES / "calls" / "demo_call_mono.flac"
 
 
 def _fmt(seconds: float) -> str:
@@ -119,12 +120,17 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    print(f"callwise demo: transcribing the bundled sample call {DEMO_CALL.name}\n"
-          "(agent on the left channel, customer on the right; our own synthesized recording)\n")
-    args.file, args.language, args.speakers = str(DEMO_CALL), "en", None
-    args.first_speaker = args.agent_voice = args.stereo_roles = args.diarization_latency = None
-    args.json = False
-    return asyncio.run(_transcribe(args))
+    args.language, args.speakers, args.json = "en", None, False
+    args.agent_voice = args.stereo_roles = args.diarization_latency = None
+    print(f"callwise demo 1/2: {DEMO_CALL.name}, a stereo call recording (agent on the left "
+          "channel, customer on the right; synthesized by us): speakers by channel\n")
+    args.file, args.first_speaker = str(DEMO_CALL), None
+    status = asyncio.run(_transcribe(args))
+    print(f"\ncallwise demo 2/2: {DEMO_CALL_MONO.name}, the same call mixed to one channel: "
+          "speakers by voice (streaming diarization), roles by the rule that the agent speaks "
+          "first\n")
+    args.file, args.first_speaker = str(DEMO_CALL_MONO), "agent"
+    return status or asyncio.run(_transcribe(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
