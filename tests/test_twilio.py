@@ -89,3 +89,22 @@ def test_media_before_start_is_skipped_not_fatal():
     payload = base64.b64encode(encode_mulaw(np.zeros(160, np.int16))).decode()
     assert stream.handle(json.dumps({"event": "media", "media": {"payload": payload}})) == []
     assert stream.skipped_frames == 1 and "before the start" in stream.errors[0]
+
+
+def test_no_garbage_message_can_break_a_running_stream():
+    rng = np.random.default_rng(7)
+    msgs = twilio_messages([_tone(0.5)], 8000, ["inbound"])
+    stream = TwilioMediaStream()
+    stream.handle(msgs[1])  # a valid start
+    garbage = [
+        b"\xff\xfe\x00", "", "null", "[]", "42", '{"event": null}', '{"event": "media"}',
+        '{"event": "media", "media": null}', '{"event": "media", "media": {"payload": 5}}',
+        '{"event": "media", "media": {"payload": "", "track": "inbound"}}',
+        '{"event": "media", "media": {"payload": "AAAA", "timestamp": "soon"}}',
+        '{"event": "mark"}', '{"event": "dtmf", "dtmf": {"digit": "5"}}', '{"event": "weird"}',
+    ] + [rng.bytes(int(rng.integers(1, 300))) for _ in range(200)]
+    for g in garbage:
+        for piece in stream.handle(g):  # never raises once the call has started
+            assert piece.samples.dtype == np.float32
+    audio = _feed(stream, msgs[2:])
+    assert len(audio[0]) >= 4000 and stream.stopped
