@@ -54,7 +54,7 @@ def _call_config(args: argparse.Namespace, models):  # type: ignore[no-untyped-d
     if args.diarization_latency is not None:
         diarization.latency = args.diarization_latency
     if args.speakers:
-        diarization.min_speakers = diarization.max_speakers = args.speakers
+        diarization.max_speakers = args.speakers
     return CallConfig(streaming=StreamingConfig(language=language), diarization=diarization,
                       roles=roles)
 
@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("transcribe", help="transcribe a recording (WAV/FLAC/MP3/Twilio .jsonl)")
     tr.add_argument("file")
     tr.add_argument("--language", choices=["zh", "en", "auto"], default="en")
-    tr.add_argument("--speakers", type=int, help="number of speakers (mono calls)")
+    tr.add_argument("--speakers", type=int,
+                    help="mono calls: at most this many speakers (default 2)")
     tr.add_argument("--json", action="store_true", help="print the transcript as JSON")
     tr.add_argument("--realtime", action="store_true",
                     help="replay at real-time speed through the streaming path; report latency")

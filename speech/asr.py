@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,7 +57,6 @@ class DecodeRequest:
     offset: float = 0.0  # seconds: where `audio` starts in the call, added to word times
     beam_size: int = 5
     initial_prompt: str | None = None
-    submitted: float = field(default_factory=time.monotonic)
 
 
 class WhisperEngine:
@@ -170,10 +169,6 @@ class AsrService:
             return await asyncio.wrap_future(fut)
         except (cf.CancelledError, asyncio.CancelledError):
             return None
-
-    def partial_pending(self, stream_key: str) -> bool:
-        with self._lock:
-            return stream_key in self._partials
 
     def close(self) -> None:
         with self._lock:

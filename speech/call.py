@@ -17,13 +17,13 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .asr import AsrService, WhisperEngine
-from .codecs import TARGET_RATE, StreamResampler
+from .codecs import StreamResampler
 from .diarization import DiarizationConfig, DiarizationModels, StreamingDiarizer
 from .events import Transcript, TranscriptSegment, Utterance, Word
 from .models import ModelRegistry
 from .roles import RoleAssigner, RoleConfig
 from .settings import SpeechSettings
-from .streaming import StreamingConfig, StreamingTranscriber, _join
+from .streaming import StreamingConfig, StreamingTranscriber, join_words
 
 log = logging.getLogger(__name__)
 UtteranceSink = Callable[[Utterance], Awaitable[None]]
@@ -186,7 +186,7 @@ class CallTranscriber:
                 part.utterance_id = f"{utt.utterance_id}.{i + 1}"
             part.words = words
             part.start, part.end = words[0].start, words[-1].end
-            part.text = _join(words, utt.language)
+            part.text = join_words(words, utt.language)
             part.stable_text = part.text
             part.speaker = speaker
             part.role = self.roles.role(speaker, diarizer.speakers, diarizer.centroids)
@@ -215,5 +215,3 @@ def build_transcript(finals: list[Utterance], audio_seconds: float, processing_s
                       processing_seconds=round(processing_seconds, 3), language=language,
                       skipped_frames=skipped_frames, latency_seconds=latencies)
 
-
-__all__ = ["TARGET_RATE", "CallConfig", "CallTranscriber", "SpeechModels", "build_transcript"]

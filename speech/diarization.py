@@ -45,8 +45,7 @@ class DiarizationConfig(BaseModel):
     active: float = Field(0.5, description="segmentation probability that counts as speech")
     new_speaker: float = Field(0.25, description="cosine distance past which a voice is new")
     update: float = Field(0.2, description="only closer voice prints refine a speaker's centroid")
-    min_speakers: int = 1
-    max_speakers: int = 2
+    max_speakers: int = Field(2, description="a phone call has two parties; a conference more")
     min_clean: float = Field(0.5, description="seconds of solo speech for a voice print")
     onset: float = 0.55
     offset: float = 0.45

@@ -58,7 +58,8 @@ class StreamingTranscriber:
         self._audio = np.zeros(0, dtype=np.float32)  # from self._audio_start on
         self._audio_start = 0  # sample index of self._audio[0]
         self._frames_done = 0  # VAD frames processed so far
-        self._probs: list[float] = []  # VAD probability of each frame of the current utterance
+        # (frame end sample, VAD probability, arrival time) of each frame of the current utterance
+        self._frames: list[tuple[int, float, float]] = []
         self._utt_start: int | None = None  # sample index where the current utterance starts
         self._last_voiced_end = 0  # sample index just past the last voiced frame
         self._voiced = 0  # voiced frames in the current utterance
@@ -108,7 +109,7 @@ class StreamingTranscriber:
                 self._open(max(self._audio_start, frame_start - int(cfg.pad * TARGET_RATE)))
                 self._mark_voiced(frame_end, now)
             return
-        self._probs.append(prob)
+        self._frames.append((frame_end, prob, now))
         if prob >= cfg.silence_threshold:
             if prob >= cfg.speech_threshold or self._voiced:
                 self._mark_voiced(frame_end, now)
@@ -133,7 +134,7 @@ class StreamingTranscriber:
 
     def _open(self, start: int) -> None:
         self._utt_start = start
-        self._probs = []
+        self._frames = []
         self._voiced = 0
         self._utt_id = f"{self.call_id}-c{self.channel}-u{next(self._ids)}"
         self._agreement = LocalAgreement()
@@ -147,27 +148,28 @@ class StreamingTranscriber:
     def _cut_long_utterance(self, frame_end: int) -> None:
         # Cut at the quietest frame of the last third, so a long turn splits between words.
         assert self._utt_start is not None
-        probs = np.asarray(self._probs)
-        lo = int(len(probs) * 2 / 3)
-        quietest = lo + int(np.argmin(probs[lo:])) if len(probs) > lo else len(probs) - 1
-        cut = self._utt_start + (quietest + 1) * FRAME
-        cut = min(max(cut, self._utt_start + FRAME), frame_end)
-        self._finalize(cut, reopen=True)
+        frames = self._frames
+        lo = len(frames) * 2 // 3
+        if lo >= len(frames):
+            self._finalize(frame_end, reopen=True)
+            return
+        quietest = min(frames[lo:], key=lambda f: f[1])
+        self._finalize(quietest[0], reopen=True, wallclock=quietest[2])
 
-    def _finalize(self, end: int, reopen: bool = False) -> None:
+    def _finalize(self, end: int, reopen: bool = False, wallclock: float | None = None) -> None:
         assert self._utt_start is not None
         start, utt_id, voiced = self._utt_start, self._utt_id, self._voiced
-        wallclock = self._voiced_wallclock
+        wallclock = self._voiced_wallclock if wallclock is None else wallclock
         audio = self._slice(start, end)
         self._utt_start = None
         if self._partial_task is not None:
             self._partial_task.cancel()
             self._partial_task = None
         if reopen:
-            tail = self._probs[(end - start) // FRAME :]
+            tail = [f for f in self._frames if f[0] > end]
             self._open(end)
-            self._probs = list(tail)
-            self._voiced = sum(p >= self.config.speech_threshold for p in tail)
+            self._frames = tail
+            self._voiced = sum(p >= self.config.speech_threshold for _, p, _ in tail)
         self._trim_to(min(end, self._utt_start) if self._utt_start is not None else end)
         if voiced * FRAME_S < self.config.min_speech:
             return
@@ -223,7 +225,7 @@ class StreamingTranscriber:
             return
         stable, _ = self._agreement.update(words)
         event = self._event(utt_id, words, final=False, start=start, end=end, wallclock=None)
-        event.stable_text = _join(stable, self.config.language)
+        event.stable_text = join_words(stable, self.config.language)
         await self.sink(event)
 
     # ---- helpers -------------------------------------------------------------------------
@@ -233,7 +235,7 @@ class StreamingTranscriber:
             call_id=self.call_id, utterance_id=utt_id, channel=self.channel, final=final,
             start=round(max(start / TARGET_RATE, words[0].start if final else 0), 3),
             end=round(min(end / TARGET_RATE, words[-1].end) if final else end / TARGET_RATE, 3),
-            text=_join(words, self.config.language), words=words,
+            text=join_words(words, self.config.language), words=words,
             language=self.config.language or "auto", audio_end_wallclock=wallclock,
             emitted_wallclock=time.monotonic(),
         )
@@ -249,6 +251,6 @@ class StreamingTranscriber:
             self._audio_start = sample
 
 
-def _join(words: list[Word], language: str | None) -> str:
+def join_words(words: list[Word], language: str | None) -> str:
     text = "".join(w.text for w in words).strip()
     return text if language == "zh" else " ".join(text.split())
