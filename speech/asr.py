@@ -108,15 +108,19 @@ class WhisperEngine:
             pos += len(a)
         if prompt is None and language == "zh":
             prompt = ZH_PROMPT
-        segments, info = self.pipeline.transcribe(
+        segments, _ = self.pipeline.transcribe(
             np.concatenate(audios), language=language, beam_size=beam, word_timestamps=True,
             vad_filter=False, batch_size=len(reqs), initial_prompt=prompt,
             clip_timestamps=[{"start": s / TARGET_RATE, "end": e / TARGET_RATE} for s, e in bounds],
+            # Without a language, each utterance (possibly of another call) gets its own
+            # detection instead of the batch's majority.
+            multilingual=language is None,
         )
         fps = self.model.frames_per_second
         seek_to_req = {int(s / TARGET_RATE * fps): k for k, (s, _) in enumerate(bounds)}
         out: list[list[Word]] = [[] for _ in reqs]
-        simplify = (language or info.language) == "zh"
+        # Auto mode cannot tell which utterance was Mandarin; t2s leaves non-Han text as it is.
+        simplify = language in (None, "zh")
         for seg in segments:
             k = seek_to_req.get(seg.seek)
             if k is None:

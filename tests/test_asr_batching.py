@@ -34,3 +34,18 @@ async def test_concurrent_callers_share_one_worker(speech_models):
     results = await asyncio.gather(*(speech_models.asr.final(r) for r in reqs))
     assert "cotton" in "".join(w.text for w in results[0])
     assert "country" in "".join(w.text for w in results[2])
+
+
+def test_auto_language_is_detected_per_utterance_not_per_batch(speech_models):
+    # Mostly Mandarin in one batch: a batch-wide detection would say zh and turn the English
+    # utterance into a Chinese "translation".
+    files = ["wenet/librispeech-1995-1837-0001.wav", "wenet/aishell-BAC009S0724W0121.wav",
+             "funasr/llama.cpp_tests_sample.wav"]
+    reqs = [DecodeRequest(audio=load_audio(shared_audio(f)).to_16k().samples.mean(axis=0),
+                          language=None) for f in files]
+    words = speech_models.asr.engine.transcribe_batch(reqs)
+    english = "".join(w.text for w in words[0]).lower()
+    assert "cotton" in english and "sorrow" in english, english
+    zh = "".join(w.text for w in words[1])
+    assert "协会" in zh and "協" not in zh
+    assert "有房" in "".join(w.text for w in words[2])
