@@ -84,13 +84,22 @@ async def _transcribe(args: argparse.Namespace) -> int:
         if stream and stream.layout == "stereo":
             config.roles.channel_roles = stream.channel_roles
 
+        progress = not args.realtime and sys.stderr.isatty()
+
         async def live(u: Utterance) -> None:
             if args.realtime and not args.json:
                 tag = "final  " if u.final else "partial"
                 print(f"{tag} [{_fmt(u.start)}] {u.speaker or '?':<4} {u.text}", file=sys.stderr)
+            elif progress and u.final:
+                share = min(1.0, u.end / max(clip.duration, 1e-9))
+                bar = "#" * int(share * 30)
+                print(f"\rtranscribing {bar:<30} {share:4.0%}", end="", file=sys.stderr,
+                      flush=True)
 
         transcript = await replay(clip, models, config, realtime=args.realtime, sink=live)
         transcript.skipped_frames = skipped
+        if progress:
+            print("\r" + " " * 48 + "\r", end="", file=sys.stderr)
     finally:
         models.close()
     if args.json:
