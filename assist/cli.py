@@ -73,10 +73,10 @@ async def _transcribe(args: argparse.Namespace) -> int:
             from speech.audio_file import load_audio
 
             clip, stream, skipped = load_audio(path), None, 0
-    except SpeechError as exc:
+        models = SpeechModels.load()
+    except SpeechError as exc:  # bad input or missing models: say which, no traceback
         print(f"callwise: {exc}", file=sys.stderr)
         return 2
-    models = SpeechModels.load()
     try:
         config = _call_config(args, models)
         config.call_id = path.stem

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .codecs import TARGET_RATE
+from .errors import ModelNotAvailableError
 from .events import Word
 from .settings import SpeechSettings
 
@@ -69,8 +70,11 @@ class WhisperEngine:
         self.device = resolve_device(device)
         self.compute_type = compute_type or ("float16" if self.device == "cuda" else "int8")
         threads = cpu_threads or os.cpu_count() or 1
-        self.model = WhisperModel(model, device=self.device, compute_type=self.compute_type,
-                                  cpu_threads=threads, local_files_only=os.path.isdir(model))
+        try:
+            self.model = WhisperModel(model, device=self.device, compute_type=self.compute_type,
+                                      cpu_threads=threads, local_files_only=os.path.isdir(model))
+        except Exception as exc:  # hub names offline, broken folders, missing CUDA: one message
+            raise ModelNotAvailableError(f"cannot load Whisper model {model!r}: {exc}") from exc
         self.pipeline = BatchedInferencePipeline(self.model)
         self.batch_size = batch_size
         self.model_name = model

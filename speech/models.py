@@ -103,8 +103,13 @@ class ModelRegistry:
 
     # ---- whisper -------------------------------------------------------------------------
     def whisper(self, assemble: bool = True) -> str:
-        if self.settings.whisper_model:
-            return self.settings.whisper_model
+        explicit = self.settings.whisper_model
+        if explicit:
+            looks_like_path = explicit.startswith((".", "/", "~")) or "\\" in explicit
+            if looks_like_path and not Path(explicit).expanduser().is_dir():
+                raise ModelNotAvailableError(
+                    f"CALLWISE_WHISPER_MODEL={explicit}: no such CTranslate2 model folder")
+            return explicit
         target = self.cache / WHISPER_BASE.name
         if _verified(target / "model.bin", WHISPER_BASE):
             return str(target)

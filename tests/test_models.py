@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +50,14 @@ def test_models_command_lists_every_model_and_its_source():
     rows = {r["kind"]: r for r in json.loads(out.stdout)}
     assert set(rows) == {"whisper", "segmentation", "embedding"}
     assert all(r["source"] == "packaged" and r["path"] for r in rows.values())
+
+
+def test_a_wrong_model_setting_is_a_clear_error_not_a_traceback(tmp_path):
+    import os
+
+    env = {**os.environ, "CALLWISE_WHISPER_MODEL": str(tmp_path / "no-such-model")}
+    out = subprocess.run([sys.executable, "-m", "assist.cli", "transcribe",
+                          "fixtures/calls/demo_call_stereo.flac"], capture_output=True, text=True,
+                         env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert out.returncode == 2
+    assert "no such CTranslate2 model folder" in out.stderr and "Traceback" not in out.stderr
