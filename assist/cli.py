@@ -115,8 +115,7 @@ def _models(args: argparse.Namespace) -> int:
 
     registry = ModelRegistry()
     try:
-        rows = registry.install() if args.command == "models" and args.action == "install" else (
-            registry.describe())
+        rows = registry.install() if args.action == "install" else registry.describe()
     except ModelNotAvailableError as exc:
         print(f"callwise: {exc}", file=sys.stderr)
         return 2

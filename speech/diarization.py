@@ -237,17 +237,15 @@ class StreamingDiarizer:
 
     def speaker_at(self, start: float, end: float) -> str | None:
         """The speaker most active over [start, end]; the nearest one when nobody is."""
-        act = self.activity()
-        if not len(act) or not self.centroids:
+        n = len(self._count)
+        if not n or not self.centroids:
             return None
         a = max(0, int(start / RESOLUTION))
-        b = min(len(act), max(a + 1, int(np.ceil(end / RESOLUTION))))
-        totals = act[a:b].sum(axis=0)
-        if totals.max() > 0:
-            return self.speakers[int(np.argmax(totals[: len(self.centroids)]))]
-        for radius in range(1, int(2.0 / RESOLUTION)):
-            lo, hi = max(0, a - radius), min(len(act), b + radius)
-            totals = act[lo:hi].sum(axis=0)
+        b = min(n, max(a + 1, int(np.ceil(end / RESOLUTION))))
+        # Called per word: average only the frames around it, never the whole call.
+        for radius in range(int(2.0 / RESOLUTION)):
+            lo, hi = max(0, a - radius), min(n, b + radius)
+            totals = (self._sum[lo:hi] / np.maximum(self._count[lo:hi], 1.0)[:, None]).sum(axis=0)
             if totals.max() > 0:
                 return self.speakers[int(np.argmax(totals[: len(self.centroids)]))]
         return None

@@ -170,7 +170,7 @@ class StreamingTranscriber:
             self._open(end)
             self._frames = tail
             self._voiced = sum(p >= self.config.speech_threshold for _, p, _ in tail)
-        self._trim_to(min(end, self._utt_start) if self._utt_start is not None else end)
+        self._trim_to(end)  # a reopened utterance starts at `end` too
         if voiced * FRAME_S < self.config.min_speech:
             return
         previous = self._final_tail
