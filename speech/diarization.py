@@ -20,11 +20,12 @@ import torch
 from pydantic import BaseModel, Field
 from scipy.optimize import linear_sum_assignment
 
-from . import _torchaudio_shim
+from callwise_compat import torchaudio_shim
+
 from .codecs import TARGET_RATE
 from .embedding import ResemblyzerEmbedding
 
-_torchaudio_shim.install()
+torchaudio_shim.install()
 with warnings.catch_warnings():
     # pyannote warns that torchcodec cannot decode files: we never ask it to.
     warnings.simplefilter("ignore")

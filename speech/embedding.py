@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _torchaudio_shim
+from callwise_compat import torchaudio_shim
 
-_torchaudio_shim.install()
+torchaudio_shim.install()
 
 import warnings  # noqa: E402
 

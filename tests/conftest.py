@@ -9,7 +9,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test never reaches a model hub
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
-SHARED_AUDIO = Path(os.environ.get("CALLWISE_SHARED", ROOT.parent / "shared")) / "data" / "audio"
+SHARED_DATA = Path(os.environ.get("CALLWISE_SHARED", ROOT.parent / "shared")) / "data"
+SHARED_AUDIO = SHARED_DATA / "audio"
 
 
 def shared_audio(relative: str) -> Path:
@@ -17,6 +18,20 @@ def shared_audio(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"needs ../shared/data/audio/{relative} (real recordings are not in the repo)")
     return path
+
+
+def shared_text(relative: str) -> Path:
+    path = SHARED_DATA / "text" / relative
+    if not path.exists():
+        pytest.skip(f"needs ../shared/data/text/{relative} (public datasets are not in the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def intent_model():
+    from dialogue.defaults import default_intent_model
+
+    return default_intent_model()
 
 
 @pytest.fixture(scope="session")

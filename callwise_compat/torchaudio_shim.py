@@ -1,4 +1,4 @@
-"""Lets pyannote.audio import torchaudio beside a CPU-only torch.
+"""Lets pyannote.audio and transformers import torchaudio beside a CPU-only torch.
 
 PyPI's torchaudio wheels link a CUDA build of libtorch; beside the CPU torch we pin, loading its
 C++ extension fails (`_torchaudio.abi3.so`) and `import torchaudio` fails with it, taking

@@ -1,0 +1,54 @@
+"""Typed results that leave `dialogue/`: the contract other packages (and the CLI) rely on."""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+OUT_OF_SCOPE = "out_of_scope"
+Outcome = Literal["converted", "engaged", "not_converted"]
+
+
+class IntentPrediction(BaseModel):
+    label: str = Field(description=f"the intent, or '{OUT_OF_SCOPE}' below the model's threshold")
+    confidence: float = Field(ge=0.0, le=1.0, description="probability of the best intent")
+    best: str = Field(description="the best intent even when it fell below the threshold")
+    top: list[tuple[str, float]] = Field(default_factory=list, description="top-3 (intent, p)")
+
+    @property
+    def in_scope(self) -> bool:
+        return self.label != OUT_OF_SCOPE
+
+
+class IntentClassifier(Protocol):
+    def predict(self, text: str) -> IntentPrediction: ...
+
+
+class Turn(BaseModel):
+    speaker: Literal["agent", "customer"]
+    text: str
+
+
+class CallRecord(BaseModel):
+    """One historical call: who handled it, what was said, and how it ended."""
+
+    call_id: str
+    agent_id: str
+    language: str = "en"
+    scenario: str = ""
+    outcome: Outcome
+    turns: list[Turn]
+
+
+class Exemplar(BaseModel):
+    """A top agent's reply in a situation like the live one, with where it came from."""
+
+    context: str = Field(description="the customer's words the agent answered (redacted)")
+    reply: str = Field(description="what the agent said next (redacted)")
+    intent: str | None = None
+    call_id: str
+    agent_id: str
+    outcome: Outcome
+    language: str
+    score: float = Field(description="cosine similarity to the live context")
