@@ -1,4 +1,4 @@
-"""The `callwise` command line: demo, transcribe, serve, models."""
+"""The `callwise` command line: demo, transcribe, serve, models, and the dialogue commands."""
 
 from __future__ import annotations
 
@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the models and where they come from")
     models.add_argument("action", nargs="?", choices=["list", "install"], default="list")
     models.add_argument("--json", action="store_true")
+
+    from .dialogue_cli import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -185,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         return _models(args)
     if args.command == "demo":
         return _demo(args)
+    if args.command in ("intents", "playbook", "suggest", "flow"):
+        from .dialogue_cli import run as run_dialogue
+
+        return run_dialogue(args)
     if args.command == "serve":
         from assist.media_server import run
 

@@ -56,3 +56,24 @@ def load_persuasionforgood(folder: Path) -> list[CallRecord]:
     if not calls:
         raise CorpusError(f"{folder}: no dialogues with both a persuader and an outcome")
     return calls
+
+
+def load_rasa_nlu(folder: Path) -> tuple[list[str], list[str]]:
+    """(texts, intents) from Rasa 1.x markdown NLU files (`## intent:x` then `- example`).
+
+    Files of one project often repeat examples (zh_collection_rasa: 251 lines, 121 distinct
+    texts); a repeat would sit in both the train and test folds of a cross-validation, so each
+    text is kept once, and a text filed under two intents is dropped as ambiguous."""
+    seen: dict[str, set[str]] = {}
+    files = sorted(Path(folder).glob("nlu*.md"))
+    if not files:
+        raise CorpusError(f"{folder}: no Rasa NLU markdown files (nlu*.md)")
+    for md in files:
+        intent = None
+        for line in md.read_text(encoding="utf-8").splitlines():
+            if line.startswith("## "):
+                intent = line[len("## intent:"):].strip() if line.startswith("## intent:") else None
+            elif line.startswith("- ") and intent:
+                seen.setdefault(line[2:].strip(), set()).add(intent)
+    pairs = [(text, intents.pop()) for text, intents in seen.items() if len(intents) == 1]
+    return [t for t, _ in pairs], [lab for _, lab in pairs]

