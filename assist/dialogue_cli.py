@@ -210,3 +210,65 @@ def run(args: argparse.Namespace) -> int:
             FileNotFoundError) as exc:
         print(f"callwise: {exc}", file=sys.stderr)
         return 2
+
+
+async def demo_assist(transcript) -> int:  # type: ignore[no-untyped-def]
+    """Replays a transcript's turns through the suggester, as a live call would see them."""
+    from dialogue.defaults import default_playbook, policy_text
+    from dialogue.llm import LLMError, make_client
+    from dialogue.suggest import Suggester
+    from dialogue.types import Turn
+
+    classifier = _intent_model(None)
+    try:
+        llm = await asyncio.to_thread(make_client)
+    except LLMError as exc:
+        print(f"(no LLM: {exc}; exemplars only)")
+        llm = None
+    suggester = Suggester(classifier, default_playbook(classifier), llm, policy_text())
+    history: list[Turn] = []
+    try:
+        for segment in transcript.segments:
+            role = "customer" if segment.role == "customer" else "agent"
+            history.append(Turn(speaker=role, text=segment.text))
+            print(f"{role:>8}: {segment.text}")
+            if role != "customer":
+                continue
+            result = await suggester.suggest("demo", history)
+            a = result.assist
+            print(f"          intent {a.intent.label} ({a.intent.confidence:.2f})")
+            for e in a.exemplars[:2]:
+                print(f"          top agent {e.agent_id} ({e.call_id}, {e.outcome}): {e.reply}")
+            if result.suggestions:
+                s = result.suggestions[0]
+                first = (f", first token {result.first_token_ms / 1000:.1f} s"
+                         if result.first_token_ms else "")
+                print(f"          suggestion ({s.source}{first}): {s.text}")
+    finally:
+        if llm is not None:
+            await llm.close()
+    return 0
+
+
+DEMO_FLOW_LINES = ["yes, speaking", "sure, go ahead", "what's the fee if I do six months?",
+                   "ok, six months then", "yes"]
+
+
+async def demo_flow() -> int:
+    from dialogue.defaults import FIXTURES
+    from dialogue.flows import Flow, FlowSession
+
+    flow = Flow.load(FIXTURES / "flows" / "installment_offer_en.yaml")
+    session = FlowSession(flow, _intent_model(None), {"customer_name": "Jordan Lee",
+                                                      "statement_amount": "4,800 dollars"})
+    turn = session.start()
+    print(f"     bot: {turn.text}")
+    for line in DEMO_FLOW_LINES:
+        if turn.done:
+            break
+        turn = await session.hear(line)
+        intent = f"{turn.intent.label} {turn.intent.confidence:.2f}" if turn.intent else "-"
+        print(f"customer: {line}\n          [{intent} | {turn.reason}]\n     bot: {turn.text}")
+    print(f"-- exit: {turn.exit or 'still in ' + turn.state}; slots: "
+          f"{ {k: v.text for k, v in turn.slots.items()} }")
+    return 0

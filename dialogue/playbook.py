@@ -26,7 +26,7 @@ from .leaderboard import AgentStanding, LeaderboardRule, rank_agents
 from .redaction import redact
 from .types import CallRecord, Exemplar, IntentClassifier
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class PlaybookError(ValueError):
@@ -134,15 +134,16 @@ class Playbook:
                     blocked += 1
                     continue
                 entries.append(entry)
+        # The customer's last words are what an exemplar is found by (earlier turns are kept
+        # for the agent to read: embedded together, a greeting turn outweighed the question).
+        last = [e.context.rsplit(" / ", 1)[-1] for e in entries]
         if classifier is not None:
-            # The intent of the customer's last words is what a live call will look up by.
-            last = [e.context.rsplit(" / ", 1)[-1] for e in entries]
             predict_batch = getattr(classifier, "predict_batch", None)
             preds = (predict_batch(last) if predict_batch else
                      [classifier.predict(t) for t in last])
             for e, p in zip(entries, preds, strict=True):
                 e.intent = p.label
-        vectors = get_encoder(encoder).encode([e.context for e in entries])
+        vectors = get_encoder(encoder).encode(last)
         stats = BuildStats(calls=len(calls), top_agents=sorted(top), top_calls=len(top_calls),
                            pairs=len(entries), blocked_replies=blocked,
                            seconds=round(time.perf_counter() - started, 2))
@@ -150,11 +151,12 @@ class Playbook:
 
     def retrieve(self, context: str, intent: str | None = None, language: str | None = None,
                  config: RetrievalConfig | None = None) -> list[Exemplar]:
-        """Top-k exemplars for the live context, best first, one per distinct reply."""
+        """Top-k exemplars for what the customer just said, best first, one per distinct reply.
+        `context` may hold earlier turns joined by " / "; the last one is matched."""
         config = config or RetrievalConfig()
         if not self.entries or not context.strip():
             return []
-        query = get_encoder(self.encoder).encode([_clean(context)])[0]
+        query = get_encoder(self.encoder).encode([_clean(context.rsplit(" / ", 1)[-1])])[0]
         cosine = self.vectors @ query
         scores = cosine.copy()
         if intent:

@@ -28,6 +28,14 @@ from .redaction import redact
 from .types import OUT_OF_SCOPE, Exemplar, IntentClassifier, IntentPrediction, Turn
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+# A figure: digits with separators, optionally a percentage ("1,000", "0.55%", "5", "2160").
+_FIGURE = re.compile(r"\d+(?:[.,]\d+)*%?")
+_ROLE_PREFIX = re.compile(r"^\s*(?:best agent|agent|assistant|坐席|客服)\s*[:：]\s*", re.IGNORECASE)
+_NEXT_SPEAKER = re.compile(r"\n\s*(?:best agent|agent|customer|客户|坐席)\s*[:：]", re.IGNORECASE)
+# Small models sometimes refuse or talk about themselves instead of replying; such text is no
+# suggestion, and an agent should see the exemplars instead.
+_REFUSAL = re.compile(r"\b(?:I'?m sorry, but I can(?:no|')t|I can(?:no|')t assist|as an ai\b)|"
+                      r"作为(?:一个)?(?:AI|人工智能)|我无法(?:协助|帮助)", re.IGNORECASE)
 OVERRIDE_INTENTS = {"stop_calling": "stop_and_add_to_do_not_call",
                     "ask_for_human": "transfer_to_human", "complaint": "transfer_to_human"}
 _OVERRIDE_LINES = {
@@ -54,7 +62,8 @@ POLICY:
 class SuggestConfig(BaseModel):
     company: str = "Harbor Bank"
     k: int = Field(3, description="exemplars retrieved and shown")
-    context_turns: int = Field(2, description="customer turns that make the retrieval query")
+    context_turns: int = Field(2, description="customer turns the retrieval sees (the last "
+                               "one is matched)")
     history_turns: int = Field(
         40, description="turns of the call given to the LLM; a window that slides every turn "
         "would defeat the cache reuse across turns, so it is wide")
@@ -94,6 +103,23 @@ class SuggestionResult(BaseModel):
 
 def detect_language(text: str) -> str:
     return "zh" if _CJK.search(text) else "en"
+
+
+def _figures(text: str) -> set[str]:
+    return {m.group().replace(",", "").rstrip(".") for m in _FIGURE.finditer(text)}
+
+
+def _mask(reply: str, known: set[str]) -> str:
+    """Another customer's amounts and dates in an exemplar are not this customer's: the LLM
+    sees them as [amount], so it copies the style and the policy figures, not the numbers."""
+    return _FIGURE.sub(lambda m: m.group() if m.group().replace(",", "").rstrip(".") in known
+                       else "[amount]", reply)
+
+
+def clean_reply(text: str) -> str:
+    """The model's text as a reply: no role label in front, nothing after another speaker."""
+    text = _NEXT_SPEAKER.split(text, maxsplit=1)[0]
+    return _ROLE_PREFIX.sub("", text.strip()).strip()
 
 
 def _last_customer(history: list[Turn], n: int) -> list[str]:
@@ -143,7 +169,8 @@ class Suggester:
                                else "English", policy=self.policy.strip() or "(none given)")
         lines = [f"{'Customer' if t.speaker == 'customer' else 'Agent'}: {redact(t.text).text}"
                  for t in history[-self.config.history_turns:]]
-        examples = "\n".join(f"- Customer: {e.context}\n  Best agent: {e.reply}"
+        known = _figures(self.policy) | _figures(" ".join(t.text for t in history))
+        examples = "\n".join(f"- Customer: {e.context}\n  Best agent: {_mask(e.reply, known)}"
                              for e in assist.exemplars) or "(none)"
         user = ("CALL SO FAR:\n" + "\n".join(lines) +
                 f"\n\nEXAMPLES (customer intent: {assist.intent.best}):\n{examples}\n\n"
@@ -161,6 +188,20 @@ class Suggester:
                                            temperature=self.config.temperature,
                                            stop=["\nCustomer:", "\nAgent:", "\n\n"]):
             yield piece
+
+    def _ungrounded(self, text: str, history: list[Turn]) -> list[Finding]:
+        if _REFUSAL.search(text):
+            return [Finding(kind="forbidden_claim", rule="llm_refusal",
+                            why="the model refused or talked about itself instead of replying",
+                            evidence=text[:80])]
+        known = _figures(self.policy) | _figures(" ".join(t.text for t in history))
+        invented = sorted(_figures(text) - known)
+        if invented:
+            return [Finding(kind="forbidden_claim", rule="ungrounded_figure",
+                            why="figures that are neither in the policy nor in the call: the "
+                                "model invented them or copied another customer's",
+                            evidence=", ".join(invented))]
+        return []
 
     async def suggest(self, call_id: str, history: list[Turn], language: str | None = None,
                       automated: bool = False) -> SuggestionResult:
@@ -187,10 +228,10 @@ class Suggester:
             except LLMError as exc:  # the exemplars still reach the agent
                 llm_error = str(exc)
                 pieces = []
-            checked = check("".join(pieces), speaker)
-            if checked.blocked:
-                withheld = [f for f in checked.findings if f.kind == "forbidden_claim"]
-            elif checked.text.strip():
+            checked = check(clean_reply("".join(pieces)), speaker)
+            withheld = [f for f in checked.findings if f.kind == "forbidden_claim"]
+            withheld += self._ungrounded(checked.text, history)
+            if not withheld and checked.text.strip():
                 suggestions.append(Suggestion(
                     text=checked.text.strip(), source="llm",
                     grounded_in=[e.call_id for e in assist.exemplars]))

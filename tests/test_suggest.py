@@ -68,7 +68,9 @@ async def test_llm_reply_is_grounded_guarded_and_streams(intent_model, playbook,
         len(result.suggestions) - 1)
     prompt = suggester.messages(result.assist, history)
     assert "0.6%" in prompt[0].content  # the policy figures are in front of the model
-    assert result.assist.exemplars[0].reply in prompt[1].content
+    # the exemplar's style and policy figures reach the model, another customer's amounts don't
+    assert "[amount]" in prompt[1].content and "1,000" in prompt[1].content
+    assert "21,190" not in prompt[1].content
 
 
 async def test_second_turn_of_a_call_reuses_the_llm_cache(intent_model, playbook, llm):
@@ -89,24 +91,29 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _scripted(request: web.Request) -> web.StreamResponse:
-    """A real OpenAI-compatible endpoint whose model makes a forbidden promise."""
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
-    for piece in ["Don't worry, ", "approval is guaranteed ", "for you."]:
-        chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
-        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-    await response.write(b"data: [DONE]\n\n")
-    return response
+async def _serve_text(*pieces: str) -> tuple[web.AppRunner, int]:
+    """A real OpenAI-compatible endpoint whose "model" streams the given pieces."""
 
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for piece in pieces:
+            chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        return response
 
-async def test_forbidden_llm_text_is_withheld_and_exemplars_remain(intent_model, playbook):
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", _scripted)
+    app.router.add_post("/v1/chat/completions", handler)
     runner = web.AppRunner(app)
     await runner.setup()
     port = _free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+async def test_forbidden_llm_text_is_withheld_and_exemplars_remain(intent_model, playbook):
+    runner, port = await _serve_text("Don't worry, ", "approval is guaranteed ", "for you.")
     client = OpenAICompatibleClient(f"http://127.0.0.1:{port}", "scripted")
     try:
         suggester = Suggester(intent_model, playbook, client, policy_text())
@@ -117,6 +124,31 @@ async def test_forbidden_llm_text_is_withheld_and_exemplars_remain(intent_model,
     assert result.withheld and result.withheld[0].kind == "forbidden_claim"
     assert result.suggestions and all(s.source == "exemplar" for s in result.suggestions)
     assert all("guarantee" not in s.text.lower() for s in result.suggestions)
+
+
+@pytest.mark.parametrize(("text", "rule", "shown"), [
+    ("Agent: The 6-month plan is 0.6% a month, so 127 a month on your bill.", "ungrounded_figure",
+     None),
+    ("I'm sorry, but I can't assist with that.", "llm_refusal", None),
+    ("Agent: The 6-month plan costs 0.6% a month on 4,800.\nCustomer: ok", None,
+     "The 6-month plan costs 0.6% a month on 4,800."),
+])
+async def test_llm_text_is_cleaned_and_checked_against_policy_and_call(intent_model, playbook,
+                                                                        text, rule, shown):
+    runner, port = await _serve_text(text)
+    client = OpenAICompatibleClient(f"http://127.0.0.1:{port}", "scripted")
+    try:
+        suggester = Suggester(intent_model, playbook, client, policy_text())
+        history = _history("My statement is 4,800, what would six months of instalments cost?")
+        result = await suggester.suggest("c7", history)
+    finally:
+        await client.close()
+        await runner.cleanup()
+    if rule:
+        assert [f.rule for f in result.withheld] == [rule]
+        assert all(s.source == "exemplar" for s in result.suggestions)
+    else:
+        assert result.withheld == [] and result.suggestions[0].text == shown
 
 
 async def test_llm_outage_still_shows_exemplars(intent_model, playbook):
