@@ -235,12 +235,16 @@ class Suggester:
                 suggestions.append(Suggestion(
                     text=checked.text.strip(), source="llm",
                     grounded_in=[e.call_id for e in assist.exemplars]))
+        known = _figures(self.policy) | _figures(" ".join(t.text for t in history))
         for e in assist.exemplars:
             if len(suggestions) >= self.config.k:
                 break
             exemplar = check(e.reply, speaker)  # the index is checked; rules may have changed
-            if not exemplar.blocked and exemplar.text not in (s.text for s in suggestions):
-                suggestions.append(Suggestion(text=exemplar.text, source="exemplar",
+            # As a card to say, an exemplar keeps the policy's figures and leaves the other
+            # customer's amounts as [amount] slots; `assist.exemplars` keeps the original.
+            text = _mask(exemplar.text, known)
+            if not exemplar.blocked and text not in (s.text for s in suggestions):
+                suggestions.append(Suggestion(text=text, source="exemplar",
                                               grounded_in=[e.call_id]))
         return SuggestionResult(assist=assist, suggestions=suggestions,
                                 first_token_ms=first_token_ms, llm_error=llm_error,

@@ -48,7 +48,7 @@ def test_models_command_lists_every_model_and_its_source():
     out = subprocess.run([sys.executable, "-m", "assist.cli", "models", "--json"],
                          capture_output=True, text=True, check=True)
     rows = {r["kind"]: r for r in json.loads(out.stdout)}
-    assert set(rows) == {"whisper", "segmentation", "embedding"}
+    assert set(rows) == {"whisper", "segmentation", "embedding", "intent-en", "multilingual", "llm"}
     assert all(r["source"] == "packaged" and r["path"] for r in rows.values())
 
 
