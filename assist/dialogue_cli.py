@@ -119,9 +119,11 @@ def _playbook_cmd(args: argparse.Namespace) -> int:
                   f"{s.rate:>6.1%}  [{s.lower:.1%}, {s.upper:.1%}]{star}")
         return 0
     from dialogue.playbook import RetrievalConfig
+    from dialogue.suggest import detect_language
 
     intent = _intent_model(None).predict(args.text)
-    for e in playbook.retrieve(args.text, intent.label, config=RetrievalConfig(k=args.k)):
+    for e in playbook.retrieve(args.text, intent.label, detect_language(args.text),
+                               RetrievalConfig(k=args.k)):
         print(f"{e.score:.3f} [{e.agent_id} {e.call_id} {e.outcome}] {e.context}\n      -> "
               f"{e.reply}")
     return 0
@@ -251,7 +253,7 @@ async def demo_assist(transcript) -> int:  # type: ignore[no-untyped-def]
 
 
 DEMO_FLOW_LINES = ["yes, speaking", "sure, go ahead", "what's the fee if I do six months?",
-                   "ok, six months then", "yes"]
+                   "yes, please set that up"]
 
 
 async def demo_flow() -> int:

@@ -116,6 +116,13 @@ def _mask(reply: str, known: set[str]) -> str:
                        else "[amount]", reply)
 
 
+def _similar(a: str, b: str) -> bool:
+    from difflib import SequenceMatcher
+
+    a, b = a.lower().strip(), b.lower().strip()
+    return bool(a) and (a in b or SequenceMatcher(None, a, b).ratio() >= 0.8)
+
+
 def clean_reply(text: str) -> str:
     """The model's text as a reply: no role label in front, nothing after another speaker."""
     text = _NEXT_SPEAKER.split(text, maxsplit=1)[0]
@@ -172,9 +179,12 @@ class Suggester:
         known = _figures(self.policy) | _figures(" ".join(t.text for t in history))
         examples = "\n".join(f"- Customer: {e.context}\n  Best agent: {_mask(e.reply, known)}"
                              for e in assist.exemplars) or "(none)"
+        # The customer's last words are repeated at the very end: small models otherwise
+        # answer an earlier line or echo the agent's greeting.
         user = ("CALL SO FAR:\n" + "\n".join(lines) +
                 f"\n\nEXAMPLES (customer intent: {assist.intent.best}):\n{examples}\n\n"
-                "Write the agent's next reply.")
+                f"The customer just said: \"{assist.customer_text}\"\n"
+                "Write the agent's reply to that.")
         return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
 
     async def generate(self, assist: Assist, history: list[Turn], automated: bool = False
@@ -193,6 +203,11 @@ class Suggester:
         if _REFUSAL.search(text):
             return [Finding(kind="forbidden_claim", rule="llm_refusal",
                             why="the model refused or talked about itself instead of replying",
+                            evidence=text[:80])]
+        said = [t.text for t in history if t.speaker == "agent"]
+        if any(_similar(text, line) for line in said):
+            return [Finding(kind="forbidden_claim", rule="llm_echo",
+                            why="the model repeated what the agent already said in this call",
                             evidence=text[:80])]
         known = _figures(self.policy) | _figures(" ".join(t.text for t in history))
         invented = sorted(_figures(text) - known)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 from collections.abc import AsyncIterator
 
@@ -130,6 +131,7 @@ async def test_forbidden_llm_text_is_withheld_and_exemplars_remain(intent_model,
     ("Agent: The 6-month plan is 0.6% a month, so 127 a month on your bill.", "ungrounded_figure",
      None),
     ("I'm sorry, but I can't assist with that.", "llm_refusal", None),
+    ("Agent: Hello, this is Harbor Bank; this call is recorded.", "llm_echo", None),
     ("Agent: The 6-month plan costs 0.6% a month on 4,800.\nCustomer: ok", None,
      "The 6-month plan costs 0.6% a month on 4,800."),
 ])
@@ -161,3 +163,7 @@ async def test_llm_outage_still_shows_exemplars(intent_model, playbook):
     assert result.llm_error and "127.0.0.1" in result.llm_error
     assert result.suggestions and result.suggestions[0].source == "exemplar"
     assert result.assist.intent.label == "card_lost"
+    # cards to say carry only policy figures; another customer's amounts become [amount]
+    policy = policy_text().replace(",", "")
+    for s in result.suggestions:
+        assert all(n in policy for n in re.findall(r"\d+", s.text.replace(",", ""))), s.text
