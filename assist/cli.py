@@ -179,12 +179,12 @@ def _models(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     args.language, args.speakers, args.json = "en", None, False
     args.agent_voice = args.stereo_roles = args.diarization_latency = None
-    print(f"callwise demo 1/4: {DEMO_CALL.name}, a stereo call recording (agent on the left "
+    print(f"callwise demo 1/5: {DEMO_CALL.name}, a stereo call recording (agent on the left "
           "channel, customer on the right; synthesized by us): speakers by channel\n")
     args.file, args.first_speaker = str(DEMO_CALL), None
     transcripts: list = []  # type: ignore[type-arg]
     status = asyncio.run(_transcribe(args, transcripts))
-    print(f"\ncallwise demo 2/4: {DEMO_CALL_MONO.name}, the same call mixed to one channel: "
+    print(f"\ncallwise demo 2/5: {DEMO_CALL_MONO.name}, the same call mixed to one channel: "
           "speakers by voice (streaming diarization), roles by the rule that the agent speaks "
           "first\n")
     args.file, args.first_speaker = str(DEMO_CALL_MONO), "agent"
@@ -193,13 +193,39 @@ def _demo(args: argparse.Namespace) -> int:
         return status
     from .dialogue_cli import demo_assist, demo_flow
 
-    print("\ncallwise demo 3/4: agent assist on the transcript of call 1, turn by turn: the "
+    print("\ncallwise demo 3/5: agent assist on the transcript of call 1, turn by turn: the "
           "customer's intent, what top agents said in that situation (mined from "
           "fixtures/playbook/calls.jsonl), and the embedded LLM's grounded suggestion\n")
     status = asyncio.run(demo_assist(transcripts[0]))
-    print("\ncallwise demo 4/4: an automated outbound call, fixtures/flows/"
+    print("\ncallwise demo 4/5: an automated outbound call, fixtures/flows/"
           "installment_offer_en.yaml, with scripted customer lines\n")
-    return status or asyncio.run(demo_flow())
+    status = status or asyncio.run(demo_flow())
+    print("\ncallwise demo 5/5: a generated campaign ingested as call events into PostgreSQL "
+          "(embedded unless DATABASE_URL is set), then the supervisor's report\n")
+    return status or asyncio.run(_demo_campaign())
+
+
+async def _demo_campaign() -> int:
+    from campaigns.analytics import ReportQuery, campaign_report
+    from campaigns.db import DatabaseError, connect
+    from campaigns.fixture_campaign import CAMPAIGN_ID, ingest_fixture_campaign
+    from campaigns.report import render
+
+    try:
+        db = await connect()
+    except DatabaseError as exc:
+        print(f"callwise: {exc}", file=sys.stderr)
+        return 1
+    try:
+        result = await ingest_fixture_campaign(db)
+        print(f"ingested into {db.where}: {result.accepted} events accepted, {result.duplicates} "
+              f"already there, {result.rejected} rejected\n")
+        print(render(await campaign_report(db.pool, ReportQuery(campaign_id=CAMPAIGN_ID))))
+        print(f"\nthe same figures in a browser: `callwise serve`, then "
+              f"http://127.0.0.1:8765/dashboard?campaign={CAMPAIGN_ID}")
+    finally:
+        await db.close()
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,9 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("action", nargs="?", choices=["list", "install"], default="list")
     models.add_argument("--json", action="store_true")
 
+    from campaigns.report import add_report_command
+
     from .dialogue_cli import add_commands
 
     add_commands(sub)
+    add_report_command(sub)
     return parser
 
 
@@ -250,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         return _models(args)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "report":
+        from campaigns.report import run_report
+
+        return run_report(args)
     if args.command in ("intents", "playbook", "suggest", "flow"):
         from .dialogue_cli import run as run_dialogue
 

@@ -6,6 +6,9 @@
                        a text frame {"event": "stop"} or closing the socket ends the call
     /events[?call_id=] every partial and final utterance of every call (or of one), as JSON
 
+Plain HTTP requests (no websocket upgrade) go to the supervisor dashboard (campaigns.dashboard):
+/dashboard, /api/campaigns, /api/campaigns/{id}/report; without a database those answer 503.
+
 One process, one asyncio loop, the models loaded once and shared by all calls.
 """
 
@@ -20,6 +23,8 @@ import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from campaigns.dashboard import Dashboard, open_database
+from campaigns.db import Database
 from speech import (
     AudioFormatError,
     CallConfig,
@@ -33,6 +38,7 @@ from speech.codecs import decode_pcm16, pcm16_to_float
 
 log = logging.getLogger(__name__)
 UNSUPPORTED_DATA = 1003  # websocket close code: "I cannot take this kind of data"
+WEBSOCKET_PATHS = ("/twilio", "/media", "/pcm", "/events")
 
 
 @dataclass
@@ -44,13 +50,19 @@ class CallRecord:
 
 
 class MediaServer:
-    def __init__(self, models: SpeechModels, language: str | None = "en") -> None:
+    def __init__(
+        self, models: SpeechModels, language: str | None = "en", database: Database | None = None
+    ) -> None:
         self.models, self.language = models, language
         self.calls: dict[str, CallRecord] = {}
         self._subscribers: set[tuple[ServerConnection, str | None]] = set()
+        self.dashboard = Dashboard(database, WEBSOCKET_PATHS)
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8765) -> Server:
-        return await serve(self._route, host, port, max_size=2**20)
+        # one server for media and dashboard: the hook answers plain HTTP, upgrades go to _route
+        return await serve(
+            self._route, host, port, max_size=2**20, process_request=self.dashboard.process_request
+        )
 
     async def _route(self, ws: ServerConnection) -> None:
         url = urlparse(ws.request.path if ws.request else "/")
@@ -180,10 +192,16 @@ def _is_stop(message: str) -> bool:
 
 async def run(host: str, port: int, language: str | None) -> None:
     models = SpeechModels.load()
-    server = MediaServer(models, language)
+    database = await open_database()
+    server = MediaServer(models, language, database)
     async with await server.serve(host, port) as ws_server:
-        log.warning("callwise media server on ws://%s:%d (/twilio, /pcm, /events)", host, port)
+        log.warning(
+            "callwise on ws://%s:%d (/twilio, /pcm, /events) and http://%s:%d/dashboard",
+            host, port, host, port,
+        )  # fmt: skip
         try:
             await ws_server.serve_forever()
         finally:
             models.close()
+            if database is not None:
+                await database.close()
