@@ -31,7 +31,9 @@ _CJK = re.compile(r"[\u4e00-\u9fff]")
 # A figure: digits with separators, optionally a percentage ("1,000", "0.55%", "5", "2160").
 _FIGURE = re.compile(r"\d+(?:[.,]\d+)*%?")
 _ROLE_PREFIX = re.compile(r"^\s*(?:best agent|agent|assistant|坐席|客服)\s*[:：]\s*", re.IGNORECASE)
-_NEXT_SPEAKER = re.compile(r"\n\s*(?:best agent|agent|customer|客户|坐席)\s*[:：]", re.IGNORECASE)
+# The model sometimes writes the next speaker's line after its own, on a new line or inline.
+_NEXT_SPEAKER = re.compile(
+    r"(?:\n\s*(?:best agent|agent|坐席)|(?:^|\s)(?:customer|客户))\s*[:：]", re.IGNORECASE)
 # Small models sometimes refuse or talk about themselves instead of replying; such text is no
 # suggestion, and an agent should see the exemplars instead.
 _REFUSAL = re.compile(r"\b(?:I'?m sorry, but I can(?:no|')t|I can(?:no|')t assist|as an ai\b)|"
@@ -116,11 +118,14 @@ def _mask(reply: str, known: set[str]) -> str:
                        else "[amount]", reply)
 
 
-def _similar(a: str, b: str) -> bool:
+def _echoes(reply: str, line: str) -> bool:
+    """The reply repeats a line of the call: the same, nearly the same, or quoting it whole."""
     from difflib import SequenceMatcher
 
-    a, b = a.lower().strip(), b.lower().strip()
-    return bool(a) and (a in b or SequenceMatcher(None, a, b).ratio() >= 0.8)
+    a, b = reply.lower().strip(), line.lower().strip()
+    if not a or not b:
+        return False
+    return a in b or (len(b) >= 12 and b in a) or SequenceMatcher(None, a, b).ratio() >= 0.8
 
 
 def clean_reply(text: str) -> str:
@@ -204,10 +209,9 @@ class Suggester:
             return [Finding(kind="forbidden_claim", rule="llm_refusal",
                             why="the model refused or talked about itself instead of replying",
                             evidence=text[:80])]
-        said = [t.text for t in history if t.speaker == "agent"]
-        if any(_similar(text, line) for line in said):
+        if any(_echoes(text, t.text) for t in history):
             return [Finding(kind="forbidden_claim", rule="llm_echo",
-                            why="the model repeated what the agent already said in this call",
+                            why="the model repeated a line already said in this call",
                             evidence=text[:80])]
         known = _figures(self.policy) | _figures(" ".join(t.text for t in history))
         invented = sorted(_figures(text) - known)

@@ -132,6 +132,8 @@ async def test_forbidden_llm_text_is_withheld_and_exemplars_remain(intent_model,
      None),
     ("I'm sorry, but I can't assist with that.", "llm_refusal", None),
     ("Agent: Hello, this is Harbor Bank; this call is recorded.", "llm_echo", None),
+    ("Hello, this is Harbor Bank; this call is recorded. Customer: what would it cost?",
+     "llm_echo", None),
     ("Agent: The 6-month plan costs 0.6% a month on 4,800.\nCustomer: ok", None,
      "The 6-month plan costs 0.6% a month on 4,800."),
 ])
