@@ -241,10 +241,12 @@ async def demo_assist(transcript) -> int:  # type: ignore[no-untyped-def]
             print(f"          intent {a.intent.label} ({a.intent.confidence:.2f})")
             for e in a.exemplars[:2]:
                 print(f"          top agent {e.agent_id} ({e.call_id}, {e.outcome}): {e.reply}")
+            for finding in result.withheld:
+                print(f"          LLM reply withheld ({finding.rule}): {finding.why}")
             if result.suggestions:
                 s = result.suggestions[0]
-                first = (f", first token {result.first_token_ms / 1000:.1f} s"
-                         if result.first_token_ms else "")
+                first = (f", LLM first token {result.first_token_ms / 1000:.1f} s"
+                         if result.first_token_ms and s.source == "llm" else "")
                 print(f"          suggestion ({s.source}{first}): {s.text}")
     finally:
         if llm is not None:
