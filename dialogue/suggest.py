@@ -17,9 +17,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from core.events import SuggestionSource
 
 from .guardrails import Finding, check
 from .llm import ChatMessage, LLMClient, LLMError
@@ -80,7 +81,7 @@ class SuggestConfig(BaseModel):
 
 class Suggestion(BaseModel):
     text: str
-    source: Literal["llm", "exemplar", "override"]
+    source: SuggestionSource
     grounded_in: list[str] = Field(default_factory=list, description="call ids of exemplars")
     findings: list[Finding] = Field(default_factory=list, description="why a text was replaced")
 
@@ -231,17 +232,51 @@ class Suggester:
                             evidence=", ".join(invented))]
         return []
 
+    def override_suggestion(self, assist: Assist) -> Suggestion | None:
+        """The scripted line for an opt-out or hand-off: said at once, no LLM."""
+        if assist.override is None:
+            return None
+        line = _OVERRIDE_LINES.get((assist.override.action or "", assist.language), "")
+        return Suggestion(text=line, source="override", findings=[assist.override]) if line \
+            else None
+
+    def finish(self, text: str, assist: Assist, history: list[Turn], automated: bool = False
+               ) -> tuple[Suggestion | None, list[Finding]]:
+        """The LLM's whole text as a suggestion, or the guardrail findings that withhold it."""
+        checked = check(clean_reply(text), "bot" if automated else "agent")
+        withheld = [f for f in checked.findings if f.kind == "forbidden_claim"]
+        withheld += self._ungrounded(checked.text, history)
+        if withheld or not checked.text.strip():
+            return None, withheld
+        return Suggestion(text=checked.text.strip(), source="llm",
+                          grounded_in=[e.call_id for e in assist.exemplars]), []
+
+    def exemplar_suggestions(self, assist: Assist, history: list[Turn], automated: bool = False,
+                             taken: tuple[str, ...] = ()) -> list[tuple[Suggestion, Exemplar]]:
+        """The top agents' replies as cards to say: checked again (the rules may have changed
+        since the index was built), the policy's figures kept and the other customer's amounts
+        left as [amount] slots; `assist.exemplars` keeps the originals."""
+        known = self._known_figures(history)
+        cards: list[tuple[Suggestion, Exemplar]] = []
+        seen = set(taken)
+        for e in assist.exemplars:
+            exemplar = check(e.reply, "bot" if automated else "agent")
+            text = _mask(exemplar.text, known)
+            if not exemplar.blocked and text not in seen:
+                seen.add(text)
+                cards.append((Suggestion(text=text, source="exemplar", grounded_in=[e.call_id]),
+                              e))
+        return cards
+
     async def suggest(self, call_id: str, history: list[Turn], language: str | None = None,
                       automated: bool = False) -> SuggestionResult:
         started = time.perf_counter()
         assist = self.instant(call_id, history, language)
-        speaker: Literal["agent", "bot"] = "bot" if automated else "agent"
+        override = self.override_suggestion(assist)
         if assist.override is not None:
-            line = _OVERRIDE_LINES.get((assist.override.action or "", assist.language), "")
             return SuggestionResult(
                 assist=assist, total_ms=(time.perf_counter() - started) * 1000,
-                suggestions=[Suggestion(text=line, source="override",
-                                        findings=[assist.override])] if line else [])
+                suggestions=[override] if override else [])
         suggestions: list[Suggestion] = []
         withheld: list[Finding] = []
         llm_error = None
@@ -256,24 +291,12 @@ class Suggester:
             except LLMError as exc:  # the exemplars still reach the agent
                 llm_error = str(exc)
                 pieces = []
-            checked = check(clean_reply("".join(pieces)), speaker)
-            withheld = [f for f in checked.findings if f.kind == "forbidden_claim"]
-            withheld += self._ungrounded(checked.text, history)
-            if not withheld and checked.text.strip():
-                suggestions.append(Suggestion(
-                    text=checked.text.strip(), source="llm",
-                    grounded_in=[e.call_id for e in assist.exemplars]))
-        known = self._known_figures(history)
-        for e in assist.exemplars:
-            if len(suggestions) >= self.config.k:
-                break
-            exemplar = check(e.reply, speaker)  # the index is checked; rules may have changed
-            # As a card to say, an exemplar keeps the policy's figures and leaves the other
-            # customer's amounts as [amount] slots; `assist.exemplars` keeps the original.
-            text = _mask(exemplar.text, known)
-            if not exemplar.blocked and text not in (s.text for s in suggestions):
-                suggestions.append(Suggestion(text=text, source="exemplar",
-                                              grounded_in=[e.call_id]))
+            reply, withheld = self.finish("".join(pieces), assist, history, automated)
+            if reply is not None:
+                suggestions.append(reply)
+        cards = self.exemplar_suggestions(assist, history, automated,
+                                          tuple(s.text for s in suggestions))
+        suggestions += [card for card, _ in cards][: max(0, self.config.k - len(suggestions))]
         return SuggestionResult(assist=assist, suggestions=suggestions,
                                 first_token_ms=first_token_ms, llm_error=llm_error,
                                 withheld=withheld,

@@ -6,6 +6,8 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from core.events import Outcome
+
 OUT_OF_SCOPE = "out_of_scope"
 # Customer intents that override everything else in a call, with the guardrail action
 # (rules/guardrails.toml) each one means; a matching guardrail phrase means the same.
@@ -14,7 +16,6 @@ OVERRIDE_INTENT_ACTIONS = {
     "ask_for_human": "transfer_to_human",
     "complaint": "transfer_to_human",
 }
-Outcome = Literal["converted", "engaged", "not_converted"]
 
 
 class IntentPrediction(BaseModel):

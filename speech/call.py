@@ -21,7 +21,7 @@ from .codecs import StreamResampler
 from .diarization import DiarizationConfig, DiarizationModels, StreamingDiarizer
 from .events import Transcript, TranscriptSegment, Utterance, Word
 from .models import ModelRegistry
-from .roles import RoleAssigner, RoleConfig
+from .roles import RoleAssigner, RoleConfig, opposite
 from .settings import SpeechSettings
 from .streaming import StreamingConfig, StreamingTranscriber, join_words
 
@@ -35,6 +35,9 @@ class CallConfig(BaseModel):
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     diarization: DiarizationConfig = Field(default_factory=DiarizationConfig)
     roles: RoleConfig = Field(default_factory=RoleConfig)
+    provisional_finals: bool = Field(
+        False, description="mono: send each final at once with the diarizer's guess of the "
+        "speaker (provisional), then its settled parts (the live runtime turns this on)")
 
 
 class SpeechModels:
@@ -72,6 +75,7 @@ class CallTranscriber:
         self._diar_tail: asyncio.Future[None] | None = None
         self._diar_progress = asyncio.Event()
         self._finished = False
+        self._last_final: Utterance | None = None
         if config.layout == "mono":
             if models.diarization is None:
                 raise ValueError("mono calls need the diarization models")
@@ -154,11 +158,39 @@ class CallTranscriber:
         diarizer = self.diarizer
         assert diarizer is not None
         settle = utt.end + min(self.config.diarization.latency, self.config.diarization.window)
+        if self.config.provisional_finals and diarizer.processed_until < settle:
+            # The words are final now; who said them is not settled for seconds. An agent's
+            # screen cannot wait that long: send the diarizer's guess, correct it later.
+            guess = self._provisional(utt)
+            await self._emit(guess)
         while diarizer.processed_until < settle and not self._finished:
             self._diar_progress.clear()
             await self._diar_progress.wait()
         for part in self._split_by_speaker(utt):
+            if utt.provisional:
+                part.provisional, part.replaces = False, utt.utterance_id
             await self._emit(part)
+
+    def _provisional(self, utt: Utterance) -> Utterance:
+        diarizer = self.diarizer
+        assert diarizer is not None
+        guess = utt.model_copy(deep=True)
+        guess.provisional = True
+        if diarizer.processed_until > utt.start + 0.3:
+            guess.speaker = diarizer.speaker_at(utt.start, min(utt.end, diarizer.processed_until))
+            guess.role = self.roles.guess(guess.speaker, diarizer.speakers, diarizer.centroids)
+        else:
+            # None of it diarized yet: in a two-party call the next stretch of speech is most
+            # often the other party's reply.
+            previous = self._last_final
+            if previous is not None and previous.role != "unknown":
+                guess.role = opposite(previous.role)
+            elif previous is None:
+                guess.role = self.config.roles.first_speaker or "unknown"
+            guess.speaker = None
+        utt.provisional = True  # marks the original: its settled parts replace the guess
+        self._last_final = guess
+        return guess
 
     def _split_by_speaker(self, utt: Utterance) -> list[Utterance]:
         diarizer = self.diarizer
@@ -195,8 +227,9 @@ class CallTranscriber:
 
     async def _emit(self, utt: Utterance) -> None:
         utt.emitted_wallclock = time.monotonic()
-        if utt.final:
+        if utt.final and not utt.provisional:
             self.finals.append(utt)
+            self._last_final = utt
         try:
             await self.sink(utt)
         except Exception:

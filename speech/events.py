@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
-Role = Literal["agent", "customer", "unknown"]
+from core.events import SpeakerRole as Role
 
 
 class Word(BaseModel):
@@ -36,6 +34,10 @@ class Utterance(BaseModel):
     language: str
     speaker: str | None = None
     role: Role = "unknown"
+    # Mono calls: a final sent before the diarizer has settled who spoke (`provisional`), and
+    # the settled parts that replace it (`replaces` names the provisional utterance).
+    provisional: bool = False
+    replaces: str | None = None
     # Wall-clock bookkeeping for latency figures: when the last audio of the utterance arrived
     # and when this event was produced (time.monotonic seconds).
     audio_end_wallclock: float | None = None

@@ -26,7 +26,7 @@ class RoleConfig(BaseModel):
     agent_margin: float = Field(0.05, description="how much closer than any other speaker")
 
 
-def _opposite(role: Role) -> Role:
+def opposite(role: Role) -> Role:
     return {"agent": "customer", "customer": "agent"}.get(role, "unknown")  # type: ignore[return-value]
 
 
@@ -42,6 +42,14 @@ class RoleAssigner:
         return roles[channel] if channel < len(roles) else "unknown"
 
     def role(self, speaker: str | None, speakers: list[str], centroids: list[np.ndarray]) -> Role:
+        role = self.guess(speaker, speakers, centroids)
+        if speaker is not None and role != "unknown":
+            self._decided[speaker] = role
+        return role
+
+    def guess(self, speaker: str | None, speakers: list[str], centroids: list[np.ndarray]
+              ) -> Role:
+        """The role as things stand, without deciding it for good (a provisional final)."""
         if speaker is None:
             return "unknown"
         if speaker in self._decided:
@@ -60,7 +68,5 @@ class RoleAssigner:
             if clear:
                 role = "agent" if speakers[best] == speaker else "customer"
         elif cfg.first_speaker is not None and speakers:
-            role = cfg.first_speaker if speaker == speakers[0] else _opposite(cfg.first_speaker)
-        if role != "unknown":
-            self._decided[speaker] = role
+            role = cfg.first_speaker if speaker == speakers[0] else opposite(cfg.first_speaker)
         return role

@@ -198,7 +198,11 @@ async def snapshot(db, call_id: str) -> dict[str, object]:
 
 async def test_migrations_apply_once_in_order_and_are_recorded(fresh_dsn):
     async with await connect(fresh_dsn, settings=FAST) as db:
-        assert [m.filename for m in db.migrations_applied] == ["0001_init.sql", "0002_store.sql"]
+        assert [m.filename for m in db.migrations_applied] == [
+            "0001_init.sql",
+            "0002_store.sql",
+            "0003_users.sql",
+        ]
         async with db.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
@@ -209,7 +213,11 @@ async def test_migrations_apply_once_in_order_and_are_recorded(fresh_dsn):
                     "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
                 )
             }
-        assert [(r["version"], r["name"]) for r in rows] == [(1, "init"), (2, "store")]
+        assert [(r["version"], r["name"]) for r in rows] == [
+            (1, "init"),
+            (2, "store"),
+            (3, "users"),
+        ]
         assert all(len(r["checksum"]) == 64 and r["applied_at"] for r in rows)
         assert {
             "campaigns",
@@ -221,6 +229,7 @@ async def test_migrations_apply_once_in_order_and_are_recorded(fresh_dsn):
             "events",
             "rejected_events",
             "do_not_call",
+            "users",
         } <= tables
     async with await connect(fresh_dsn, settings=FAST) as again:
         assert again.migrations_applied == []  # re-running is a no-op
@@ -232,9 +241,9 @@ async def test_processes_starting_together_apply_each_migration_once(fresh_dsn):
     )
     try:
         applied = [m.version for m in first.migrations_applied + second.migrations_applied]
-        assert sorted(applied) == [1, 2]
+        assert sorted(applied) == [1, 2, 3]
         async with first.acquire() as conn:
-            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 2
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 3
     finally:
         await first.close()
         await second.close()
@@ -254,15 +263,15 @@ async def test_an_edited_applied_migration_is_an_error(fresh_dsn, tmp_path):
 async def test_a_failing_migration_leaves_nothing_and_history_gaps_are_errors(fresh_dsn, tmp_path):
     folder = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, folder)
-    (folder / "0003_broken.sql").write_text("CREATE TABLE half_done (x int);\nSELECT 1/0;\n")
-    with pytest.raises(MigrationError, match=r"0003_broken\.sql failed: DivisionByZero"):
+    (folder / "0004_broken.sql").write_text("CREATE TABLE half_done (x int);\nSELECT 1/0;\n")
+    with pytest.raises(MigrationError, match=r"0004_broken\.sql failed: DivisionByZero"):
         await connect(fresh_dsn, migrations_dir=folder, settings=FAST)
-    (folder / "0003_broken.sql").unlink()
+    (folder / "0004_broken.sql").unlink()
     async with await connect(fresh_dsn, migrations_dir=folder, settings=FAST) as db:
         async with db.acquire() as conn:
             assert await conn.fetchval("SELECT to_regclass('half_done')") is None
-            assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 2
-    (folder / "0002_store.sql").unlink()
+            assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 3
+    (folder / "0003_users.sql").unlink()
     with pytest.raises(MigrationError, match="newer than this callwise knows"):
         await connect(fresh_dsn, migrations_dir=folder, settings=FAST)
 
@@ -685,7 +694,7 @@ async def test_embedded_postgres_starts_migrates_survives_a_stop_and_stops(monke
     try:
         db = await connect(settings=DatabaseSettings(db_connect_timeout_s=3))
         assert db.embedded is not None and db.embedded.is_running()
-        assert [m.version for m in db.migrations_applied] == [1, 2]
+        assert [m.version for m in db.migrations_applied] == [1, 2, 3]
         store = Store(db)
         await store.upsert_campaign(Campaign(id="cw-embedded", name="embedded"))
         await store.upsert_contacts(
