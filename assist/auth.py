@@ -177,6 +177,11 @@ def _password_bytes(password: str) -> bytes:
     return unicodedata.normalize("NFC", password).encode("utf-8")
 
 
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    return hashlib.scrypt(_password_bytes(password), salt=salt, n=n, r=r, p=p,
+                          maxmem=_SCRYPT_MAX_MEM, dklen=dklen)
+
+
 def hash_password(password: str) -> str:
     """scrypt(n=2**14, r=8, p=1) with a random 16-byte salt, as
     "scrypt$n$r$p$salt_b64$hash_b64" (standard base64), so parameters can change later
@@ -184,15 +189,7 @@ def hash_password(password: str) -> str:
     if not isinstance(password, str):
         raise TypeError("a password is a str")
     salt = secrets.token_bytes(_SALT_BYTES)
-    digest = hashlib.scrypt(
-        _password_bytes(password),
-        salt=salt,
-        n=SCRYPT_N,
-        r=SCRYPT_R,
-        p=SCRYPT_P,
-        maxmem=_SCRYPT_MAX_MEM,
-        dklen=_HASH_BYTES,
-    )
+    digest = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P, _HASH_BYTES)
     b64 = base64.b64encode
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
 
@@ -221,15 +218,7 @@ def verify_password(password: str, encoded: str) -> bool:
     if len(salt) < 8 or not 16 <= len(expected) <= 64:
         return False
     try:
-        digest = hashlib.scrypt(
-            _password_bytes(password),
-            salt=salt,
-            n=n,
-            r=r,
-            p=p,
-            maxmem=_SCRYPT_MAX_MEM,
-            dklen=len(expected),
-        )
+        digest = _scrypt(password, salt, n, r, p, len(expected))
     except (ValueError, MemoryError):
         return False
     return hmac.compare_digest(digest, expected)

@@ -65,6 +65,9 @@ class Subscription:
                 self._queue.put_nowait(None)
 
     async def get(self) -> CallEvent:
+        if self.closed and self._queue.empty():
+            # Closed while events were still queued: they were delivered, no marker is left.
+            raise StopAsyncIteration
         event = await self._queue.get()
         if event is None:
             if self.lagged:

@@ -189,8 +189,14 @@ class CallTranscriber:
                 guess.role = self.config.roles.first_speaker or "unknown"
             guess.speaker = None
         utt.provisional = True  # marks the original: its settled parts replace the guess
-        self._last_final = guess
+        self._remember(guess)
         return guess
+
+    def _remember(self, utt: Utterance) -> None:
+        # Settled parts of an older utterance can arrive after the next one's guess: the guess
+        # that follows must build on the latest speech, not the latest event.
+        if self._last_final is None or utt.start >= self._last_final.start:
+            self._last_final = utt
 
     def _split_by_speaker(self, utt: Utterance) -> list[Utterance]:
         diarizer = self.diarizer
@@ -229,7 +235,7 @@ class CallTranscriber:
         utt.emitted_wallclock = time.monotonic()
         if utt.final and not utt.provisional:
             self.finals.append(utt)
-            self._last_final = utt
+            self._remember(utt)
         try:
             await self.sink(utt)
         except Exception:
