@@ -191,18 +191,61 @@ def _demo(args: argparse.Namespace) -> int:
     status = status or asyncio.run(_transcribe(args))
     if status or not transcripts:
         return status
-    from .dialogue_cli import demo_assist, demo_flow
+    from .dialogue_cli import demo_flow
 
-    print("\ncallwise demo 3/5: agent assist on the transcript of call 1, turn by turn: the "
+    speed = 1.0 if args.realtime else 3.0
+    print(f"\ncallwise demo 3/5: call 1 again, live: played into the call runtime at {speed:g}x "
+          "real time as 20 ms frames, as the agent's sidebar sees it: the transcript, the "
           "customer's intent, what top agents said in that situation (mined from "
-          "fixtures/playbook/calls.jsonl), and the embedded LLM's grounded suggestion\n")
-    status = asyncio.run(demo_assist(transcripts[0]))
+          "fixtures/playbook/calls.jsonl) and the embedded LLM's grounded reply; the call is "
+          "recorded in PostgreSQL (embedded unless DATABASE_URL is set)\n")
+    status = asyncio.run(_demo_live(speed))
     print("\ncallwise demo 4/5: an automated outbound call, fixtures/flows/"
           "installment_offer_en.yaml, with scripted customer lines\n")
     status = status or asyncio.run(demo_flow())
     print("\ncallwise demo 5/5: a generated campaign ingested as call events into PostgreSQL "
           "(embedded unless DATABASE_URL is set), then the supervisor's report\n")
     return status or asyncio.run(_demo_campaign())
+
+
+async def _demo_live(speed: float) -> int:
+    from uuid import uuid4
+
+    from campaigns.db import DatabaseError
+
+    from .replay import replay_file
+    from .runtime import CallInfo, Runtime
+    from .sidebar_text import print_events
+
+    try:
+        runtime = await Runtime.load()
+    except DatabaseError as exc:
+        print(f"callwise: {exc}", file=sys.stderr)
+        return 1
+    try:
+        sub, _ = runtime.subscribe(lambda event, meta: True)
+        printer = asyncio.create_task(print_events(sub))
+        info = CallInfo(call_id=f"demo-{uuid4().hex[:12]}", agent_id="A01", language="en",
+                        layout="stereo", channel_roles=["agent", "customer"])
+        await replay_file(runtime, DEMO_CALL, info, speed=speed)
+        await runtime.recorded()
+        sub.close()
+        await printer
+        store = runtime.writer.store if runtime.writer is not None else None
+        if store is None:
+            print("\n(the database is away: the call waits in the outbox and is delivered later)")
+            return 0
+        counts = await store.db.pool.fetchrow(
+            """SELECT (SELECT count(*) FROM calls WHERE id = $1) AS calls,
+                      (SELECT count(*) FROM utterances WHERE call_id = $1) AS utterances,
+                      (SELECT count(*) FROM suggestions WHERE call_id = $1) AS suggestions""",
+            info.call_id)
+        print(f"\nrecorded in {store.db.where}: call {info.call_id}, {counts['calls']} call row, "
+              f"{counts['utterances']} utterances (redacted), {counts['suggestions']} "
+              "suggestions shown")
+    finally:
+        await runtime.aclose()
+    return 0
 
 
 async def _demo_campaign() -> int:
@@ -252,10 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "lower is faster and less accurate)")
     tr.add_argument("--stereo-roles", help="stereo calls: roles per channel, e.g. agent,customer")
 
-    srv = sub.add_parser("serve", help="media ingress: Twilio Media Streams and PCM websockets")
-    srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--port", type=int, default=8765)
-    srv.add_argument("--language", choices=["zh", "en", "auto"], default="en")
+    srv = sub.add_parser("serve", help="the web app: media ingress (Twilio, PCM), agent "
+                         "sidebars, the API and the dashboard, on one port")
+    srv.add_argument("--host", help="default: CALLWISE_HOST or 127.0.0.1")
+    srv.add_argument("--port", type=int, help="default: CALLWISE_PORT or 8765")
+    srv.add_argument("--language", choices=["zh", "en", "auto"],
+                     help="a call's language when it names none (default: CALLWISE_LANGUAGE "
+                     "or en)")
 
     models = sub.add_parser("models", help="list the models and where they come from")
     models.add_argument("action", nargs="?", choices=["list", "install"], default="list")
@@ -288,12 +334,19 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_dialogue(args)
     if args.command == "serve":
-        from assist.media_server import run
+        from pydantic import ValidationError
 
+        from assist.app import serve
+        from assist.settings import AppSettings
+
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
+                                       ("language", args.language)) if v is not None}
         try:
-            asyncio.run(run(args.host, args.port, args.language))
-        except KeyboardInterrupt:
-            pass
+            settings = AppSettings(**overrides)
+        except ValidationError as exc:
+            print(f"callwise: bad settings: {exc}", file=sys.stderr)
+            return 2
+        serve(settings)
         return 0
     if args.speakers is not None and args.speakers < 1:
         print("callwise: --speakers must be at least 1", file=sys.stderr)

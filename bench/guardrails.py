@@ -1,5 +1,6 @@
-"""Guardrails on our labelled sets: redaction recall per kind (fixtures/redaction), override and
-forbidden-claim recall and false alarms (fixtures/guardrails), and the time they take.
+"""Guardrails on our labelled sets: redaction recall per kind and per spelling class
+(fixtures/redaction), override and forbidden-claim recall and false alarms (fixtures/guardrails),
+and the time they take.
 
     python bench/guardrails.py
 """
@@ -22,6 +23,10 @@ def main() -> None:
     print(f"labelled set: {result.lines} lines, spans {result.spans}")
     for kind, recall in sorted(result.recall.items()):
         print(f"recall {kind:6} {recall:.3f}")
+        classes = sorted(k for k in result.recall_by_class if k.startswith(f"{kind}/"))
+        for name in classes:
+            n = result.spans_by_class[name]
+            print(f"    {name.split('/', 1)[1]:18} {result.recall_by_class[name]:.3f}  ({n} spans)")
     print(f"false alarms: {len(result.false_alarms)}")
     for line in result.missed + result.false_alarms:
         print(f"  {line}")

@@ -31,7 +31,7 @@ from typing import Any
 from campaigns.db import DatabaseUnavailable, connect, is_unavailable
 from campaigns.embedded import default_data_dir
 from campaigns.store import IngestResult, Store
-from campaigns.validate import RawEvent, Rejection, clean
+from campaigns.validate import RawEvent, Rejection, clean, rejection_text
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,10 @@ class Outbox:
 
 def outbox_text(raw: RawEvent) -> str:
     """What the outbox keeps: the validated event with its texts redacted, or, for an event the
-    store will reject anyway, its redacted raw text (so the rejection is still recorded)."""
+    store will reject anyway, the rejection (its reason and redacted raw text), so that it is
+    recorded as that rejection on delivery and its redacted raw text is not read as an event."""
     item = clean(raw)
-    return item.raw if isinstance(item, Rejection) else item.payload
+    return rejection_text(item) if isinstance(item, Rejection) else item.payload
 
 
 class StoreWriter:
@@ -298,6 +299,15 @@ class StoreWriter:
             self._note(await self._bounded(store.ingest([payload for _, payload in rows])))
             await asyncio.to_thread(self.outbox.remove, [i for i, _ in rows])
             self._queued = max(0, self._queued - len(rows))
+
+    async def reachable_store(self, timeout_s: float = 2.0) -> Store | None:
+        """The store for a quick read (is this campaign known?), or None while the database is
+        away: the caller goes on without it."""
+        try:
+            return await asyncio.wait_for(self._ensure_store(), timeout_s)
+        except (TimeoutError, DatabaseUnavailable, OSError) as err:
+            log.info("database not reachable for a read: %s", err)
+            return None
 
     async def _ensure_store(self) -> Store:
         if self.store is None:

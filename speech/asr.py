@@ -51,6 +51,45 @@ def resolve_device(device: str) -> str:
     return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
 
 
+@functools.cache
+def whisper_languages() -> tuple[str, ...]:
+    """Every language code Whisper knows (a given model may know fewer)."""
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    return tuple(_LANGUAGE_CODES)
+
+
+AUTO_LANGUAGE = ("", "auto")
+# Names people type instead of codes; only for the hint in the error (Whisper wants codes).
+_NAMED = {"english": "en", "chinese": "zh", "mandarin": "zh", "cantonese": "yue",
+          "spanish": "es", "french": "fr", "german": "de", "japanese": "ja", "korean": "ko",
+          "portuguese": "pt", "russian": "ru", "arabic": "ar", "hindi": "hi", "italian": "it",
+          "dutch": "nl", "turkish": "tr", "vietnamese": "vi", "thai": "th", "polish": "pl",
+          "indonesian": "id"}
+
+
+def check_language(code: str | None, supported: Sequence[str] | None = None) -> str | None:
+    """The language setting of a call, normalised: None to detect it, else a Whisper code.
+
+    Raises ValueError naming what is accepted. Whisper itself rejects an unknown code only
+    once it decodes, and by then the request shares a batch with other calls.
+    """
+    if code is None:
+        return None
+    if not isinstance(code, str):
+        raise ValueError(f"language must be a string, got {type(code).__name__}")
+    norm = code.strip().lower()
+    if norm in AUTO_LANGUAGE:
+        return None
+    known = tuple(supported) if supported is not None else whisper_languages()
+    if norm in known:
+        return norm
+    hint = f" (did you mean {_NAMED[norm]!r}?)" if _NAMED.get(norm) in known else ""
+    shown = code if len(code) <= 20 else code[:17] + "..."
+    raise ValueError(f"unknown language {shown!r}{hint}: use 'auto' (or none) to detect it, or "
+                     f"one of Whisper's language codes: {', '.join(known)}")
+
+
 @dataclass
 class DecodeRequest:
     audio: np.ndarray  # 16 kHz float32 mono, at most 30 s
@@ -89,19 +128,54 @@ class WhisperEngine:
 
     def transcribe_batch(self, requests: Sequence[DecodeRequest]) -> list[list[Word]]:
         """Words for each request, in order; requests that share language, beam and prompt are
-        decoded in one batch."""
-        results: list[list[Word]] = [[] for _ in requests]
+        decoded in one batch. Raises the first request's error if any request failed."""
+        results = self.transcribe_each(requests)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results  # type: ignore[return-value]
+
+    def transcribe_each(self, requests: Sequence[DecodeRequest]) -> list[list[Word] | Exception]:
+        """Like transcribe_batch, but a request that fails gets its own error in its place and
+        the others their words: requests of different calls share a batch, and one call's bad
+        setting must not cost another call its transcript."""
+        results: list[list[Word] | Exception] = [[] for _ in requests]
         groups: dict[tuple[str | None, int, str | None], list[int]] = {}
         for i, req in enumerate(requests):
+            try:
+                language = check_language(req.language, self.languages)
+            except ValueError as exc:
+                results[i] = exc
+                continue
             if len(req.audio) >= MIN_SAMPLES:
-                groups.setdefault((req.language, req.beam_size, req.initial_prompt), []).append(i)
+                groups.setdefault((language, req.beam_size, req.initial_prompt), []).append(i)
         for (language, beam, prompt), idx in groups.items():
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start : start + self.batch_size]
-                for i, words in zip(chunk, self._decode([requests[i] for i in chunk], language,
-                                                        beam, prompt), strict=True):
+                for i, words in zip(chunk, self._decode_isolated(
+                        [requests[i] for i in chunk], language, beam, prompt), strict=True):
                     results[i] = words
         return results
+
+    @functools.cached_property
+    def languages(self) -> tuple[str, ...]:
+        # An English-only model knows "en" alone; a multilingual one 99 or 100 codes.
+        try:
+            return tuple(self.model.supported_languages)
+        except AttributeError:
+            return whisper_languages()
+
+    def _decode_isolated(self, reqs: list[DecodeRequest], language: str | None, beam: int,
+                         prompt: str | None) -> list[list[Word] | Exception]:
+        try:
+            return list(self._decode(reqs, language, beam, prompt))
+        except Exception as exc:
+            if len(reqs) == 1:
+                log.warning("decode of one request failed: %s", exc)
+                return [exc]
+            # Which request broke the batch is unknown: decode each alone, so only it fails.
+            log.warning("a batch of %d failed (%s); decoding each request alone", len(reqs), exc)
+            return [self._decode_isolated([r], language, beam, prompt)[0] for r in reqs]
 
     def _decode(self, reqs: list[DecodeRequest], language: str | None, beam: int,
                 prompt: str | None) -> list[list[Word]]:
@@ -204,7 +278,7 @@ class AsrService:
                 continue
             t0 = time.monotonic()
             try:
-                results = self.engine.transcribe_batch([r for r, _ in batch])
+                results = self.engine.transcribe_each([r for r, _ in batch])
             except Exception as exc:  # a decode failure must fail its callers, not the worker
                 log.exception("ASR batch of %d failed", len(batch))
                 for _, fut in batch:
@@ -212,5 +286,8 @@ class AsrService:
                 continue
             finally:
                 self.busy_seconds += time.monotonic() - t0
-            for (_, fut), words in zip(batch, results, strict=True):
-                fut.set_result(words)
+            for (_, fut), result in zip(batch, results, strict=True):
+                if isinstance(result, Exception):
+                    fut.set_exception(result)  # this caller's own error, the others unharmed
+                else:
+                    fut.set_result(result)

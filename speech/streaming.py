@@ -3,7 +3,10 @@
 Final utterances are cut where the audio says (VAD endpoints), never where the clock or a busy
 ASR happens to be, and each is decoded once with beam search; so a replayed call is cut exactly
 like the live call and WER measured off-line is the live path's WER. Partials are best-effort:
-a busy ASR skips them.
+a busy ASR skips them. One exception to "the audio decides": when audio stops arriving
+altogether while an utterance is open (a stalled or half-open socket), the utterance is
+finalized after `stall_timeout_s` of wall time, as if silence had followed; a replay that feeds
+audio without pausing never meets it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class StreamingConfig(BaseModel):
     final_beam: int = 5
     partial_beam: int = 1
     initial_prompt: str | None = None
+    stall_timeout_s: float = Field(
+        1.2, ge=0, description="wall-clock seconds without any audio after which an open "
+        "utterance is finalized as if silence had followed; 0: wait for the audio")
 
 
 class StreamingTranscriber:
@@ -69,6 +75,10 @@ class StreamingTranscriber:
         self._next_partial_at = 0
         self._partial_task: asyncio.Task[None] | None = None
         self._final_tail: asyncio.Task[None] | None = None
+        self._last_audio_at = 0.0  # time.monotonic() of the last accept
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._stall_due = 0.0
+        self.stalls = 0  # utterances finalized because audio stopped arriving
         self.samples_seen = 0
 
     # ---- input ---------------------------------------------------------------------------
@@ -88,15 +98,58 @@ class StreamingTranscriber:
             self._trim_to(keep_from)
         else:
             self._maybe_partial()
+        self._last_audio_at = now
+        self._arm_stall_timer()
 
     async def flush(self) -> None:
         """End of stream: finalize what is open and wait until every final is delivered."""
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         if self._utt_start is not None:
             self._finalize(self.samples_seen)
         if self._partial_task is not None:
             self._partial_task.cancel()
         if self._final_tail is not None:
             await self._final_tail
+
+    # ---- stalled input -------------------------------------------------------------------
+    def _arm_stall_timer(self) -> None:
+        # One timer per stream, not one per frame: when it fires it checks how long ago the
+        # last audio came and sleeps again for the rest of the timeout.
+        timeout = self.config.stall_timeout_s
+        if timeout <= 0 or self._utt_start is None or self._stall_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # fed outside an event loop (a synchronous replay): nothing can stall
+        self._schedule_stall_check(loop, timeout)
+
+    def _schedule_stall_check(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        self._stall_due = time.monotonic() + delay
+        self._stall_timer = loop.call_later(delay, self._on_stall_check, loop)
+
+    def _on_stall_check(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._stall_timer = None
+        if self._utt_start is None:
+            return  # the audio closed the utterance; the next one re-arms the timer
+        now = time.monotonic()
+        timeout = self.config.stall_timeout_s
+        idle = now - self._last_audio_at
+        if idle < timeout:
+            self._schedule_stall_check(loop, timeout - idle)
+            return
+        if now - self._stall_due > 0.25:
+            # We fired late: the loop itself was blocked, and audio may be waiting to be read
+            # behind us. Let it in before deciding the sender stalled.
+            self._schedule_stall_check(loop, 0.05)
+            return
+        self.stalls += 1
+        log.info("%s channel %d: no audio for %.1f s; finalizing the open utterance",
+                 self.call_id, self.channel, idle)
+        self._finalize(min(self.samples_seen,
+                           self._last_voiced_end + int(self.config.pad * TARGET_RATE)))
 
     # ---- endpointing ---------------------------------------------------------------------
     def _on_frame(self, prob: float, now: float) -> None:
@@ -186,6 +239,10 @@ class StreamingTranscriber:
                                 beam_size=cfg.final_beam, initial_prompt=cfg.initial_prompt)
         try:
             words = await self.asr.final(request)
+        except ValueError as exc:
+            # The request itself is refused (a bad language): no traceback per utterance.
+            log.warning("final decode of %s refused: %.200s", utt_id, exc)
+            words = []
         except Exception:
             # A failed decode loses the words but not the call, and the gap stays visible.
             log.exception("final decode of %s failed", utt_id)
@@ -197,13 +254,18 @@ class StreamingTranscriber:
         await self.sink(self._event(utt_id, words, final=True, start=start, end=end,
                                     wallclock=wallclock))
 
+    @property
+    def decoding_partial(self) -> bool:
+        """A partial hypothesis is being decoded now (the next one waits for it)."""
+        return self._partial_task is not None and not self._partial_task.done()
+
     def _maybe_partial(self) -> None:
         cfg = self.config
         if cfg.partial_interval <= 0 or self._utt_start is None:
             return
         if self.samples_seen < self._next_partial_at:
             return
-        if self._partial_task is not None and not self._partial_task.done():
+        if self.decoding_partial:
             return  # the ASR is still on the previous one: skip rather than queue up
         self._next_partial_at = self.samples_seen + int(cfg.partial_interval * TARGET_RATE)
         start, end = self._utt_start, self.samples_seen

@@ -1,9 +1,17 @@
 """Decoding is batched across calls: each utterance must come back to its own caller intact."""
 
 import asyncio
+import logging
+import re
 
-from speech.asr import DecodeRequest
+import jiwer
+import numpy as np
+import pytest
+
+from speech import StreamingConfig
+from speech.asr import DecodeRequest, check_language
 from speech.audio_file import load_audio
+from speech.streaming import StreamingTranscriber
 
 from .conftest import shared_audio
 
@@ -49,3 +57,81 @@ def test_auto_language_is_detected_per_utterance_not_per_batch(speech_models):
     zh = "".join(w.text for w in words[1])
     assert "协会" in zh and "協" not in zh
     assert "有房" in "".join(w.text for w in words[2])
+
+
+def test_check_language_normalises_codes_and_names_what_it_accepts():
+    assert check_language(None) is None and check_language("auto") is None
+    assert check_language(" AUTO ") is None and check_language("") is None
+    assert check_language("EN") == "en" and check_language("zh") == "zh"
+    for bad in ["xx", "english", "en-US", "zh_CN", "e" * 10_000]:
+        with pytest.raises(ValueError, match=r"unknown language .*'auto'.*codes: af, am") as info:
+            check_language(bad)
+        assert len(str(info.value)) < 1_000
+    with pytest.raises(ValueError, match=r"'english' \(did you mean 'en'\?\)"):
+        check_language("english")
+    with pytest.raises(ValueError, match="must be a string"):
+        check_language(5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"codes: en$"):
+        check_language("zh", supported=["en"])  # what an English-only model knows
+
+
+def test_a_request_that_breaks_its_batch_fails_alone(speech_models, caplog):
+    engine = speech_models.asr.engine
+    good = _requests()
+    bad_language = DecodeRequest(audio=good[0].audio, language="xx")
+    # Interleaved stereo where mono belongs, with the others' language, beam and prompt: it is
+    # decoded in their very batch and breaks it.
+    stereo = np.stack([good[2].audio, good[2].audio], axis=1)
+    bad_audio = DecodeRequest(audio=stereo, language="en")
+    with caplog.at_level(logging.WARNING, logger="speech.asr"):
+        results = engine.transcribe_each([good[0], bad_language, bad_audio, good[2]])
+    assert "decoding each request alone" in caplog.text
+    assert isinstance(results[1], ValueError) and "unknown language 'xx'" in str(results[1])
+    assert isinstance(results[2], Exception)
+    alone = [engine.transcribe_batch([r])[0] for r in (good[0], good[2])]
+    assert [[w.text for w in ws] for ws in (results[0], results[3])] == [
+        [w.text for w in ws] for ws in alone]
+    with pytest.raises(ValueError, match="unknown language"):
+        engine.transcribe_batch([good[0], bad_language])
+
+
+async def test_one_calls_bad_language_leaves_the_other_calls_transcript_intact(speech_models,
+                                                                              monkeypatch):
+    asr = speech_models.asr
+    audio = load_audio(shared_audio("wenet/librispeech-1995-1837-0001.wav")).to_16k().samples[0]
+    batches: list[list[str | None]] = []
+    decode = asr.engine.transcribe_each
+
+    def spy(requests):
+        batches.append([r.language for r in requests])
+        return decode(requests)
+
+    monkeypatch.setattr(asr.engine, "transcribe_each", spy)
+    finals: dict[str, list] = {"good": [], "bad": []}
+    calls = {}
+    for name, language in [("good", "en"), ("bad", "xx")]:
+        async def sink(u, name=name):
+            if u.final:
+                finals[name].append(u)
+
+        calls[name] = StreamingTranscriber(
+            asr, sink, StreamingConfig(language=language, partial_interval=0, stall_timeout_s=0),
+            call_id=name)
+    # Hold the worker off until both calls' finals are queued: they must share a batch.
+    with asr._lock:
+        for i in range(0, len(audio), 320):
+            for call in calls.values():
+                call.accept(audio[i : i + 320])
+        flushed = asyncio.gather(*(c.flush() for c in calls.values()))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if {r.language for r, _ in asr._finals} == {"en", "xx"}:
+                break
+        await asyncio.sleep(0.1)
+    await flushed
+    assert any({"en", "xx"} <= set(b) for b in batches), batches
+    assert finals["bad"] == []
+    ref = ("it was the first great sorrow of his life it was not so much the loss of the cotton "
+           "itself but the fantasy the hopes the dreams built around it")
+    hyp = " ".join(re.sub(r"[^\w\s']", " ", f.text.lower()) for f in finals["good"])
+    assert jiwer.wer(ref, " ".join(hyp.split())) <= 0.1, hyp

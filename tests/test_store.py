@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import random
 import shutil
 import socket
+import sqlite3
 import stat
+import types
+import typing
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pydantic import ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from campaigns import validate
 from campaigns.db import DatabaseError, DatabaseSettings, DatabaseUnavailable, connect
 from campaigns.embedded import EmbeddedPostgres
 from campaigns.events import (
+    EVENT_ADAPTER,
     CallAnswered,
     CallEnded,
     CallEvent,
@@ -31,8 +37,11 @@ from campaigns.models import Campaign, Contact
 from campaigns.outbox import Outbox, StoreWriter
 from campaigns.store import Store
 from campaigns.synthetic import load_synthetic
+from campaigns.validate import Rejection
+from core.events import Event
 
 from .pg import CuttableProxy, PgServer, find_server, private_tmp_dir, with_database
+from .test_redaction import SPELLINGS, card_numbers_in, digit_stream, luhn, luhn_cards
 
 T0 = datetime(2025, 10, 9, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 CARD = "6222 0212 3456 7890 128"
@@ -834,3 +843,286 @@ async def test_a_silent_partition_times_out_into_the_outbox(pg, db, db_dsn, camp
         await via_proxy.close()
         await proxy.cut()
     await _exactly_once(db, events)
+
+
+# -- no card number is stored in clear anywhere (PCI DSS 3.3-3.4) -----------------------------
+
+# The free-text fields of the stored events (redacted, kept); any other string is an identifier
+# or label (a card number in it refuses the event).
+FREE_TEXT = {"text", "stable_text", "why", "detail", "context", "reason"}
+
+
+def _stored_classes() -> list[type[BaseModel]]:
+    union = typing.get_args(CallEvent)[0]
+    return list(typing.get_args(union))
+
+
+def _example(annotation: object, name: str) -> object:
+    """A valid value for a field, made from its type alone: new event types need no code here."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _example(args[0], name)
+    if origin is typing.Literal:
+        return args[0]
+    if origin in (typing.Union, types.UnionType):
+        return _example(next(a for a in args if a is not type(None)), name)
+    if origin is list:
+        return [_example(args[0], name)]
+    if origin is tuple:
+        return [_example(a, name) for a in args]
+    if origin is dict:
+        return {"k": _example(args[1], name)}
+    if annotation in (typing.Any, object):
+        return f"{name}-1"
+    if annotation is bool:
+        return False
+    if annotation is int:
+        return 0
+    if annotation is float:
+        return 1.0
+    if annotation is str:
+        return "ok" if name in FREE_TEXT else f"{name}-1"
+    if annotation is uuid.UUID:
+        return str(uuid.uuid4())
+    if isinstance(annotation, type) and issubclass(annotation, datetime | AwareDatetime):
+        return T0.isoformat()
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {n: _example(f.annotation, n) for n, f in annotation.model_fields.items()}
+    raise AssertionError(f"no example for {annotation!r}")
+
+
+def _leaves(value: object, path: tuple = ()) -> list[tuple[tuple, object]]:
+    """(path, value) of every string and float in a JSON-like value."""
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _leaves(v, (*path, k))]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in _leaves(v, (*path, i))]
+    return [(path, value)] if isinstance(value, str | float) else []
+
+
+def _set(data: dict, path: tuple, value: object) -> dict:
+    data = json.loads(json.dumps(data))
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return data
+
+
+def _probe_events(
+    campaign: str, call_id: str, rng: random.Random
+) -> tuple[list[object], set[int], set[int]]:
+    """For every stored event type, every string field (nested ones included) and every
+    spelling: an event with a card number there; and one in every number field. Returns the
+    events, the indices of those to be kept (redacted: a card in a free-text field of an
+    otherwise valid event) and of those to be refused (all others)."""
+    events: list[object] = []
+    keep: set[int] = set()
+    for cls in _stored_classes():
+        base = _example(cls, "")
+        base.update(call_id=call_id, at=T0.isoformat())
+        if cls is CallStarted:
+            base.update(campaign_id=campaign, contact_external_id="k1")
+        for path, value in _leaves(base):
+            if path == ("event_id",) or (path in {("type",), ("call_id",)}
+                                         and cls is not CallAnswered):
+                continue  # ids are UUIDs, not numbers; one call_id probe is enough
+            for spell in SPELLINGS.values() if isinstance(value, str) else [None]:
+                n = len(events)
+                if spell is None:
+                    new: object = float(_float_card(rng))
+                elif path[-1] in FREE_TEXT:
+                    new = f"好的 {spell(_new_card(rng))}, thanks"
+                else:
+                    new = f"id-{spell(_new_card(rng))}"
+                data = _set(base, path, new)
+                data["event_id"] = str(uuid.uuid4())
+                if data.get("seq") is not None:
+                    data["seq"] = n
+                if "suggestion_id" in data and path != ("suggestion_id",):
+                    data["suggestion_id"] = f"s-{call_id}-{n}"
+                if isinstance(new, str) and path[-1] in FREE_TEXT:
+                    try:
+                        EVENT_ADAPTER.validate_python(data)
+                        keep.add(n)
+                    except ValidationError:
+                        pass  # "reason" is a literal in suggestion_withheld
+                # producers send dicts and JSON text (escaped or not: "\uff14" is a digit)
+                events.append([data, json.dumps(data),
+                               json.dumps(data, ensure_ascii=False).encode()][n % 3])
+    for spell in SPELLINGS.values():  # cut-off JSON: rejected, its raw text kept (redacted)
+        events.append('{"type": "utterance", "call_id": "' + call_id + '", "text": "'
+                      + spell(_new_card(rng)) + '", "seq": ')
+    return events, keep, set(range(len(events))) - keep
+
+
+_PROBE_CARDS: list[str] = []
+
+
+def _new_card(rng: random.Random) -> str:
+    card = luhn_cards(rng, 1)[0]
+    _PROBE_CARDS.append(card)
+    return card
+
+
+def _float_card(rng: random.Random) -> str:
+    """A 16-digit card a float holds exactly."""
+    while True:
+        card = luhn_cards(rng, 1)[0]
+        if len(card) == 16 and card[0] == "4":
+            _PROBE_CARDS.append(card)
+            return card
+
+
+def _assert_no_card(where: str, text: str) -> None:
+    assert card_numbers_in(text) == [], f"{where} holds {card_numbers_in(text)}: {text[:300]}"
+    stream = digit_stream(text)
+    leaked = [c for c in _PROBE_CARDS if c in stream]
+    assert not leaked, f"{where} holds the probe's card {leaked[0]}: {text[:300]}"
+
+
+async def _assert_no_card_in_db(db) -> int:
+    async with db.acquire() as conn:
+        columns = await conn.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND table_name <> 'schema_migrations'"
+            " AND column_name <> 'phone_e164'"
+            " AND data_type IN ('text', 'jsonb', 'character varying')"
+        )
+        scanned = 0
+        for col in columns:
+            table, column = col["table_name"], col["column_name"]
+            for row in await conn.fetch(f'SELECT "{column}"::text AS v FROM "{table}"'):
+                if row["v"] is not None:
+                    _assert_no_card(f"{table}.{column}", row["v"])
+                    scanned += 1
+    return scanned
+
+
+async def test_no_card_number_is_stored_in_any_spelling_or_field(fresh_dsn, tmp_path):
+    """The probe: card numbers in every spelling, in every string field of every stored event
+    type (and in number fields), sent straight and through the outbox; then every table and the
+    outbox file are read the way an auditor would, and no card number may be found."""
+    rng = random.Random(20251009)
+    _PROBE_CARDS.clear()
+    async with await connect(fresh_dsn, settings=FAST) as db:
+        store = Store(db)
+        await store.upsert_campaign(Campaign(id="cw-probe", name="probe"))
+        await store.upsert_contacts(
+            [Contact(campaign_id="cw-probe", external_id="k1", phone=_phone(), consent=True)]
+        )
+        start = CallStarted(call_id="probe-a", at=T0, campaign_id="cw-probe",
+                            contact_external_id="k1", channel="human", agent_id="agent-07")
+        events, keep, refuse = _probe_events("cw-probe", "probe-a", rng)
+        assert len(events) > 500 and keep and refuse
+        result = await store.ingest([start, *events])
+        errors = {int(e.split(":")[0].removeprefix("event #")) - 1: e for e in result.errors}
+        assert set(errors) == refuse, "free text is kept redacted, everything else refused"
+        assert result.accepted == len(keep) + 1
+        for i in refuse:
+            _assert_no_card("an ingest error", errors[i])
+        assert any("holds what reads as a card number" in e for e in errors.values())
+        assert any("citations[0]." in e for e in errors.values())  # nested fields are checked
+        assert any("reads as a card number" in e and "start_s" in e for e in errors.values())
+
+        # the same through the outbox while the database is away, then delivered
+        outbox_events, _, outbox_refuse = _probe_events("cw-probe", "probe-b", rng)
+
+        async def database_down() -> Store:
+            raise DatabaseUnavailable("down for the probe")
+
+        box_path = tmp_path / "outbox.sqlite3"
+        writer = StoreWriter(Outbox(box_path), open_store=database_down, min_backoff_s=0.05,
+                             max_backoff_s=0.1)
+        start_b = CallStarted(call_id="probe-b", at=T0, campaign_id="cw-probe",
+                              contact_external_id="k1", channel="ai", agent_id="flow-1")
+        await writer.submit_many([start_b, *outbox_events])
+        assert writer.queued == len(outbox_events) + 1
+        await writer.close(drain_timeout_s=0.2)
+        for suffix in ("", "-wal", "-journal"):
+            path = box_path.with_name(box_path.name + suffix)
+            if path.exists():
+                _assert_no_card(f"outbox file {path.name}", path.read_bytes().decode(
+                    "utf-8", errors="replace"))
+        with sqlite3.connect(box_path) as box:
+            for (payload,) in box.execute("SELECT payload FROM outbox"):
+                _assert_no_card("an outbox row", payload)
+        writer = StoreWriter(Outbox(box_path), store)
+        assert await writer.flush() == 0
+        await writer.close()
+        assert writer.delivered.rejected == len(outbox_refuse)
+
+        assert await _assert_no_card_in_db(db) > 1000
+        async with db.acquire() as conn:
+            texts = [r["t"] for r in await conn.fetch(
+                "SELECT text_redacted AS t FROM utterances UNION ALL"
+                " SELECT text_redacted FROM suggestions")]
+            rejected = await conn.fetchval("SELECT count(*) FROM rejected_events")
+        assert texts and all("[CARD]" in t for t in texts if t != "ok")
+        assert rejected == len(refuse) + len(outbox_refuse)
+
+
+class _Quote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source_id: str
+    said: str = Field(json_schema_extra={"free_text": True})  # free text by the model's word
+    tags: dict[str, str] = {}
+
+
+class _FutureAlert(Event):
+    """An event type validate.py has never heard of, with nested lists and dicts."""
+
+    type: typing.Literal["future_alert"] = "future_alert"
+    rule_id: str
+    quotes: list[_Quote]
+    note: str = ""
+
+
+def test_every_string_of_any_event_type_is_checked_without_knowing_the_type(monkeypatch):
+    monkeypatch.setattr(validate, "EVENT_ADAPTER", TypeAdapter(typing.Annotated[
+        _FutureAlert | UtteranceSaid, Field(discriminator="type")]))
+    card = "4111 1111 1111 1111"
+
+    def alert(**changes: object) -> dict[str, object]:
+        quote = {"source_id": "src-1", "said": "hello", "tags": {"lang": "en"}}
+        quote.update(changes.pop("quote", {}))
+        return {"type": "future_alert", "call_id": "c-1", "at": T0.isoformat(),
+                "rule_id": "r-1", "quotes": [quote], **changes}
+
+    kept = validate.clean(alert(note=f"said {card}", quote={"said": f"卡号 {card}"}))
+    assert isinstance(kept, validate.CleanEvent), kept
+    assert kept.event.note == "said [CARD]" and kept.event.quotes[0].said == "卡号 [CARD]"
+    for changes, where in [
+        ({"rule_id": "r-4111111111111111"}, "rule_id"),
+        ({"quote": {"source_id": "４１１１１１１１１１１１１１１１"}}, "quotes[0].source_id"),
+        ({"quote": {"tags": {"lang": "four one one one one one one one one one one one one one"
+                                     " one one"}}}, "quotes[0].tags['lang']"),
+        ({"quote": {"tags": {"4111/1111/1111/1111": "x"}}}, "quotes[0].tags key"),
+        ({"call_id": "call-4111,1111,1111,1111"}, "call_id"),
+    ]:
+        refused = validate.clean(alert(**changes))
+        assert isinstance(refused, Rejection), changes
+        assert f"{where} holds what reads as a card number" in refused.reason
+        assert card_numbers_in(refused.reason + refused.raw) == [], refused
+        assert "[CARD]" in refused.raw
+
+
+def test_ids_that_merely_have_digits_are_kept_and_uuids_are_not_numbers():
+    timestamp_id = "call-1728391028372"
+    assert not luhn(timestamp_id[5:])  # a typed id with many digits, no card: kept as it is
+    for call_id in [timestamp_id, "41111111-1111-1111-1111-111111111111", "call-3-000000123-1",
+                    "fx-007/2024-03-15"]:
+        item = validate.clean(_utterance(call_id))
+        assert isinstance(item, validate.CleanEvent) and item.call_id == call_id, item
+        assert validate.identifier_problem(call_id) is None
+
+
+def test_redaction_that_breaks_a_length_limit_refuses_rather_than_stores_it_long():
+    # "123" -> "[CVV]": a why of 499 characters ending in a CVV is 501 once redacted
+    why = "x" * 488 + " cvv is 123"
+    alert = {"type": "compliance_alert", "event_id": str(uuid.uuid4()), "call_id": "c",
+             "at": T0.isoformat(), "kind": "pii_spoken", "rule": "cvv", "why": why}
+    item = validate.clean(alert)
+    assert isinstance(item, Rejection) and "once redacted" in item.reason, item

@@ -3,7 +3,9 @@
 import asyncio
 import itertools
 import json
+import logging
 import re
+import time
 
 import jiwer
 import numpy as np
@@ -20,7 +22,9 @@ def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
 
 
-async def _stream(models, audio, config, pace=0.0):
+async def _stream(models, audio, config, pace=0.0, keep_up=False):
+    """keep_up: wait for each partial before more audio, as if the ASR were always fast
+    enough; what a test checks then does not depend on this machine's speed or load."""
     events = []
 
     async def sink(u):
@@ -31,6 +35,8 @@ async def _stream(models, audio, config, pace=0.0):
         t.accept(audio[i : i + 320])
         if pace:
             await asyncio.sleep(pace)
+        while keep_up and t.decoding_partial:  # noqa: ASYNC110 (polls a flag of the real ASR)
+            await asyncio.sleep(0.005)
     await t.flush()
     return events
 
@@ -83,9 +89,13 @@ async def test_silence_pause_splits_utterances_and_noise_makes_none(speech_model
 
 async def test_partials_come_before_the_final_and_their_stable_prefix_only_grows(speech_models):
     audio = load_audio(shared_audio("faster-whisper/jfk.flac")).to_16k().samples.mean(axis=0)
-    # Real time: 20 ms frames every 20 ms, as a live call delivers them.
+    # 20 ms frames as a live call delivers them, with an ASR that keeps up (how fast partials
+    # come on this CPU is a figure for bench/realtime.py, not a test).
+    # (the test pauses the audio for the ASR: no wall-clock endpoint while it does)
     events = await _stream(speech_models, audio, StreamingConfig(language="en",
-                                                                 partial_interval=1.0), pace=0.02)
+                                                                 partial_interval=1.0,
+                                                                 stall_timeout_s=60),
+                           keep_up=True)
     by_utt = {}
     for e in events:
         by_utt.setdefault(e.utterance_id, []).append(e)
@@ -134,3 +144,59 @@ async def test_a_long_turn_is_cut_at_a_pause_and_loses_no_words(speech_models):
     ref = ("it was the first great sorrow of his life it was not so much the loss of the cotton "
            "itself but the fantasy the hopes the dreams built around it")
     assert jiwer.wer(ref, _norm(" ".join(f.text for f in finals))) <= 0.25
+
+
+async def test_a_sender_that_stops_mid_sentence_still_gets_its_final(speech_models, caplog):
+    """A half-open socket: audio stops arriving and no silence will ever end the sentence."""
+    audio = load_audio(shared_audio("wenet/librispeech-1995-1837-0001.wav")).to_16k().samples[0]
+    loud = np.flatnonzero(np.abs(audio) > 0.05 * np.abs(audio).max())
+    audio = audio[: loud[-1] + 1]  # the recording stops inside its last word
+    finals = []
+    last = asyncio.Event()
+
+    async def sink(u):
+        if u.final:
+            finals.append(u)
+            if "around" in _norm(u.text):
+                last.set()
+
+    config = StreamingConfig(language="en", partial_interval=0, stall_timeout_s=1.0)
+    t = StreamingTranscriber(speech_models.asr, sink, config)
+    for i in range(0, len(audio), 320):
+        t.accept(audio[i : i + 320])
+    assert t._utt_start is not None, "the VAD ended the sentence: the test needs it open"
+    busy, stopped, stopped_at = speech_models.asr.busy_seconds, time.monotonic(), time.time()
+    with caplog.at_level(logging.INFO, logger="speech.streaming"):
+        await asyncio.wait_for(last.wait(), timeout=60)  # no flush(): only the stall ends it
+    waited = time.monotonic() - stopped
+    decoding = speech_models.asr.busy_seconds - busy
+    (stall,) = [r for r in caplog.records if "finalizing the open utterance" in r.getMessage()]
+    # The endpoint is taken on the event loop's timer, about stall_timeout_s after the audio
+    # stopped; the final then waits for the ASR (timed by the ASR: a slow machine is fair).
+    assert stall.created - stopped_at <= config.stall_timeout_s + 1.0
+    assert waited <= config.stall_timeout_s + decoding + 1.0, (waited, decoding)
+    assert t.stalls == 1
+    print(f"stall endpoint after {stall.created - stopped_at:.2f} s; final after {waited:.2f} s "
+          f"({decoding:.2f} s of ASR work in that time)")
+    ref = ("it was the first great sorrow of his life it was not so much the loss of the cotton "
+           "itself but the fantasy the hopes the dreams built around it")
+    assert jiwer.wer(ref, _norm(" ".join(f.text for f in finals))) <= 0.1
+    count = len(finals)
+    await t.flush()  # nothing is left open, and nothing is decoded twice
+    assert len(finals) == count
+
+
+async def test_audio_that_keeps_coming_is_never_taken_for_a_stall(speech_models):
+    audio = load_audio(shared_audio("faster-whisper/jfk.flac")).to_16k().samples.mean(axis=0)
+    config = StreamingConfig(language="en", partial_interval=0, stall_timeout_s=0.5)
+    events = []
+
+    async def sink(u):
+        events.append(u)
+
+    t = StreamingTranscriber(speech_models.asr, sink, config)
+    for i in range(0, len(audio), 1600):  # 100 ms bursts, a burst every 50 ms: never idle long
+        t.accept(audio[i : i + 1600])
+        await asyncio.sleep(0.05)
+    await t.flush()
+    assert t.stalls == 0

@@ -1,5 +1,6 @@
 import base64
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -108,3 +109,155 @@ def test_no_garbage_message_can_break_a_running_stream():
             assert piece.samples.dtype == np.float32
     audio = _feed(stream, msgs[2:])
     assert len(audio[0]) >= 4000 and stream.stopped
+
+
+# ---- abuse: what a hostile or broken sender may send -------------------------------------------
+
+def _start(encoding: str = "audio/x-mulaw", rate: object = 8000,
+           tracks: list[str] | None = None) -> str:
+    return json.dumps({"event": "start", "start": {
+        "callSid": "CA1", "tracks": tracks or ["inbound"],
+        "mediaFormat": {"encoding": encoding, "sampleRate": rate, "channels": 1}}})
+
+
+def _media(timestamp: object, samples: int = 160, track: str = "inbound") -> str:
+    payload = base64.b64encode(encode_mulaw(np.full(samples, 1000, np.int16))).decode()
+    return json.dumps({"event": "media", "media": {"track": track, "timestamp": timestamp,
+                                                   "payload": payload}})
+
+
+@pytest.mark.parametrize("mark", ["x", [1, 2], 5, None, True])
+def test_a_mark_that_is_not_an_object_is_a_counted_skip(mark):
+    stream = TwilioMediaStream()
+    stream.handle(_start())
+    assert stream.handle(json.dumps({"event": "mark", "mark": mark})) == []
+    stream.handle('{"event": "mark", "mark": {"name": "greeting-done"}}')
+    assert stream.skipped_frames == 1 and "mark" in stream.errors[0]
+    assert stream.marks == ["greeting-done"]
+
+
+@pytest.mark.parametrize("rate", [0, -8000, 192_001, 10**12, 8000.5, "8k", "", None, True,
+                                  [8000], {"hz": 8000}])
+def test_an_impossible_sample_rate_is_a_clear_format_error(rate):
+    stream = TwilioMediaStream()
+    with pytest.raises(AudioFormatError, match=r"sampleRate: must be a whole number of Hz from "
+                                                r"8000 to 192000") as info:
+        stream.handle(_start(rate=rate))
+    assert len(str(info.value)) <= 120  # it becomes the websocket close reason
+    assert stream.start is None
+
+
+@pytest.mark.parametrize("rate", [8000, "16000", 48000.0, 192_000])
+def test_plausible_sample_rates_are_taken(rate):
+    stream = TwilioMediaStream()
+    stream.handle(_start(encoding="audio/l16", rate=rate))
+    assert stream.start is not None and stream.start.mediaFormat.sampleRate == int(float(rate))
+
+
+@pytest.mark.parametrize("tracks", [[], ["inbound", "inbound"], [f"t{i}" for i in range(3)]])
+def test_a_start_must_name_one_or_two_distinct_tracks(tracks):
+    start = json.loads(_start())
+    start["start"]["tracks"] = tracks
+    with pytest.raises(AudioFormatError, match="one or two distinct tracks"):
+        TwilioMediaStream().handle(json.dumps(start))
+
+
+def test_a_second_start_cannot_switch_codec_or_layout_mid_call():
+    stream = TwilioMediaStream()
+    stream.handle(_start())
+    (before,) = stream.handle(_media("0"))
+    stream.handle(_start(encoding="audio/x-alaw", rate=16000, tracks=["inbound", "outbound"]))
+    assert stream.skipped_frames == 1 and "second start" in stream.errors[0]
+    assert stream.layout == "mono" and stream.start.mediaFormat.encoding == "audio/x-mulaw"
+    (after,) = stream.handle(_media("20"))
+    assert after.sample_rate == 8000
+    assert np.array_equal(after.samples, before.samples)  # still decoded as mu-law
+    # A second start that is itself garbage is ignored the same way, never a format error.
+    stream.handle(_start(rate=0))
+    assert stream.skipped_frames == 2
+
+
+def test_every_kind_of_garbage_frame_is_a_counted_skip():
+    stream = TwilioMediaStream()
+    stream.handle(_start())
+    good = json.loads(_media("0"))
+    garbage = [
+        '{"event": "media", "media": "AAAA"}', '{"event": "media", "media": [1, 2]}',
+        '{"event": "media", "media": {"payload": 5}}',
+        '{"event": "media", "media": {"payload": ["AAAA"]}}',
+        '{"event": "media", "media": {"payload": null}}',
+        '{"event": 5}', '{"event": ["media"]}', "[" * 100_000,
+    ]
+    for stamp in [10**30, -20, "-20", 2**31, "1" * 5000, "soon", 20.5, True, [20], {"ms": 1}]:
+        bad = json.loads(json.dumps(good))
+        bad["media"]["timestamp"] = stamp
+        garbage.append(json.dumps(bad))
+    for g in garbage:
+        assert stream.handle(g) == []
+    assert stream.skipped_frames == len(garbage), stream.errors
+    assert any("timestamp must be a whole number" in e for e in stream.errors)
+    # And the call goes on.
+    (piece,) = stream.handle(_media("0"))
+    assert len(piece.samples) == 160
+
+
+def test_a_clock_that_jumps_back_or_far_ahead_is_followed_not_frozen():
+    stream = TwilioMediaStream()
+    stream.handle(_start())
+    out = []
+    # A relay restarting its clock at 0 after 10 s: the frames after it are new audio, not
+    # repeats of what came before.
+    for stamp in [*range(10_000, 10_200, 20), *range(0, 200, 20)]:
+        out += stream.handle(_media(str(stamp)))
+    total = sum(len(p.samples) for p in out)
+    assert total == 20 * 160 and stream.skipped_frames == 0 and stream.clock_jumps == 2
+
+
+def test_timestamps_running_ahead_cannot_buy_padding():
+    stream = TwilioMediaStream()
+    stream.handle(_start())
+    frames = 300
+    produced = 0
+    for i in range(frames):  # each 20 ms frame claims 4.9 s passed since the last one
+        for piece in stream.handle(_media(str(i * 4_900))):
+            produced += len(piece.samples)
+    received = frames * 160
+    # Unbounded, this was 300 gaps of 4.9 s: 1,470 s of silence (11.8 M samples) to decode.
+    assert produced <= 2 * received + 8000, produced
+    assert stream.padding_refused_ms > 1_000_000 and stream.skipped_frames == 0
+
+
+def test_honest_losses_are_still_padded_in_full():
+    stream = TwilioMediaStream()
+    stream.handle(_start())
+    out = [p for t in range(0, 2000, 20) for p in stream.handle(_media(str(t)))]
+    out += stream.handle(_media("5000"))  # 3 s of frames lost after 2 s of call
+    assert sum(len(p.samples) for p in out) == 101 * 160 + 3000 * 8
+    assert stream.padding_refused_ms == 0
+
+
+def test_a_track_that_starts_late_is_aligned_with_the_other():
+    stream = TwilioMediaStream()
+    stream.handle(_start(tracks=["inbound", "outbound"]))
+    lengths = {0: 0, 1: 0}
+    for t in range(0, 4000, 20):
+        for track in ["inbound", "outbound"] if t >= 3000 else ["inbound"]:
+            for piece in stream.handle(_media(str(t), track=track)):
+                lengths[piece.channel] += len(piece.samples)
+    assert lengths[0] == lengths[1] == 4000 * 8
+
+
+def test_a_flood_of_bad_frames_writes_a_few_log_lines_and_counts_them_all(caplog):
+    stream = TwilioMediaStream()
+    stream.handle(_start())
+    bad = json.dumps({"event": "media", "media": {"track": "inbound", "payload": "%%%"}})
+    with caplog.at_level(logging.WARNING, logger="speech.twilio"):
+        for _ in range(25_000):
+            stream.handle(bad)
+        stream.handle('{"event": "stop"}')
+    lines = [r for r in caplog.records if r.name == "speech.twilio"]
+    assert stream.skipped_frames == 25_000
+    # 10 one by one, a note, then a summary per 1,000 (or per 10 s on a slow machine).
+    assert 11 <= len(lines) <= 11 + 25 + 30, len(lines)
+    assert "25000 in all" in lines[-1].getMessage()
+    assert all("CA1" in r.getMessage() for r in lines)
