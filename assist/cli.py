@@ -153,7 +153,7 @@ def _dialogue_models(install: bool) -> list[ModelRow]:
         rows.append(ModelRow(kind="playbook", path=str(cache_root()), source="built",
                               detail=f"{len(playbook.entries)} exemplars from "
                                      f"{len(playbook.stats.top_agents) if playbook.stats else 0}"
-                                     " top agents of fixtures/playbook/calls.jsonl"))
+                                     " top agents of dialogue/data/playbook/calls.jsonl"))
     return rows
 
 
@@ -197,10 +197,10 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"\ncallwise demo 3/5: call 1 again, live: played into the call runtime at {speed:g}x "
           "real time as 20 ms frames, as the agent's sidebar sees it: the transcript, the "
           "customer's intent, what top agents said in that situation (mined from "
-          "fixtures/playbook/calls.jsonl) and the embedded LLM's grounded reply; the call is "
+          "dialogue/data/playbook/calls.jsonl) and the embedded LLM's grounded reply; the call is "
           "recorded in PostgreSQL (embedded unless DATABASE_URL is set)\n")
     status = asyncio.run(_demo_live(speed))
-    print("\ncallwise demo 4/5: an automated outbound call, fixtures/flows/"
+    print("\ncallwise demo 4/5: an automated outbound call, dialogue/data/flows/"
           "installment_offer_en.yaml, with scripted customer lines\n")
     status = status or asyncio.run(demo_flow())
     print("\ncallwise demo 5/5: a generated campaign ingested as call events into PostgreSQL "
@@ -251,7 +251,7 @@ async def _demo_live(speed: float) -> int:
 async def _demo_campaign() -> int:
     from campaigns.analytics import ReportQuery, campaign_report
     from campaigns.db import DatabaseError, connect
-    from campaigns.fixture_campaign import CAMPAIGN_ID, ingest_fixture_campaign
+    from campaigns.demo_campaign import CAMPAIGN_ID, ingest_fixture_campaign
     from campaigns.report import render
 
     try:

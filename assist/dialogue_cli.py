@@ -214,55 +214,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-async def demo_assist(transcript) -> int:  # type: ignore[no-untyped-def]
-    """Replays a transcript's turns through the suggester, as a live call would see them."""
-    from dialogue.defaults import default_playbook, policy_text
-    from dialogue.llm import LLMError, make_client
-    from dialogue.suggest import Suggester
-    from dialogue.types import Turn
-
-    classifier = _intent_model(None)
-    try:
-        llm = await asyncio.to_thread(make_client)
-    except LLMError as exc:
-        print(f"(no LLM: {exc}; exemplars only)")
-        llm = None
-    suggester = Suggester(classifier, default_playbook(classifier), llm, policy_text())
-    history: list[Turn] = []
-    try:
-        for segment in transcript.segments:
-            role = "customer" if segment.role == "customer" else "agent"
-            history.append(Turn(speaker=role, text=segment.text))
-            print(f"{role:>8}: {segment.text}")
-            if role != "customer":
-                continue
-            result = await suggester.suggest("demo", history)
-            a = result.assist
-            print(f"          intent {a.intent.label} ({a.intent.confidence:.2f})")
-            for e in a.exemplars[:2]:
-                print(f"          top agent {e.agent_id} ({e.call_id}, {e.outcome}): {e.reply}")
-            for finding in result.withheld:
-                print(f"          LLM reply withheld ({finding.rule}): {finding.why}")
-            if result.suggestions:
-                s = result.suggestions[0]
-                first = (f", LLM first token {result.first_token_ms / 1000:.1f} s"
-                         if result.first_token_ms and s.source == "llm" else "")
-                print(f"          suggestion ({s.source}{first}): {s.text}")
-    finally:
-        if llm is not None:
-            await llm.close()
-    return 0
-
-
 DEMO_FLOW_LINES = ["yes, speaking", "sure, go ahead", "what's the fee if I do six months?",
                    "yes, please set that up"]
 
 
 async def demo_flow() -> int:
-    from dialogue.defaults import FIXTURES
+    from dialogue.defaults import flow_path
     from dialogue.flows import Flow, FlowSession
 
-    flow = Flow.load(FIXTURES / "flows" / "installment_offer_en.yaml")
+    flow = Flow.load(flow_path("installment_offer_en.yaml"))
     session = FlowSession(flow, _intent_model(None), {"customer_name": "Jordan Lee",
                                                       "statement_amount": "4,800 dollars"})
     turn = session.start()

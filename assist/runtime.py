@@ -15,7 +15,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from uuid import uuid4
 
 from pydantic import BaseModel, Field, ValidationError
@@ -29,6 +29,9 @@ from speech.asr import check_language
 
 from .bus import CallMeta, EventFilter, Hub, Subscription
 from .session import CallInfo, CallSession, SessionConfig
+
+if TYPE_CHECKING:
+    from .settings import AppSettings
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,9 @@ def call_info(params: Mapping[str, str], *, layout: str, call_id: str | None = N
               default_language: str | None = None,
               channel_roles: list[str] | None = None,
               default_campaign: str = DEFAULT_CAMPAIGN) -> CallInfo:
-    """A call's metadata from Twilio's customParameters or a /pcm query, checked."""
+    """A call's metadata from Twilio's customParameters or a /pcm query, checked: call_id,
+    agent_id, campaign_id, contact_id, language, channel (human|ai), direction
+    (inbound|outbound) and first_speaker (agent|customer; mono calls)."""
     def ident(name: str, value: str | None) -> str | None:
         if value is None or value == "":
             return None
@@ -79,13 +84,20 @@ def call_info(params: Mapping[str, str], *, layout: str, call_id: str | None = N
     channel = params.get("channel") or "human"
     if channel not in ("human", "ai"):
         raise CallRejected("bad channel: human or ai")
+    direction = params.get("direction") or "inbound"
+    if direction not in ("inbound", "outbound"):
+        raise CallRejected("bad direction: inbound or outbound")
+    first = params.get("first_speaker") or ("agent" if direction == "inbound" else "customer")
+    if first not in ("agent", "customer"):
+        raise CallRejected("bad first_speaker: agent or customer")
     try:
         return CallInfo(call_id=cid, agent_id=ident("agent_id", params.get("agent_id")),
                         campaign_id=ident("campaign_id", params.get("campaign_id"))
                         or default_campaign,
                         contact_id=ident("contact_id", params.get("contact_id")),
                         channel=channel, language=language, layout=layout,  # type: ignore[arg-type]
-                        channel_roles=channel_roles)  # type: ignore[arg-type]
+                        channel_roles=channel_roles,  # type: ignore[arg-type]
+                        first_speaker=first)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise CallRejected(f"bad call parameters: {exc.errors()[0]['msg']}") from exc
 
@@ -110,23 +122,30 @@ class Runtime:
         self._closing = False
 
     @classmethod
-    async def load(cls, *, database: bool = True, llm: bool = True,
-                   config: RuntimeConfig | None = None) -> Runtime:
-        """The bundled models, the embedded LLM (or CALLWISE_LLM_BASE_URL) and the store."""
+    async def load(cls, settings: AppSettings | None = None, *, database: bool = True,
+                   llm: bool = True) -> Runtime:
+        """The bundled models, the embedded LLM (or CALLWISE_LLM_BASE_URL) and the store, as
+        the process's one settings object says."""
         from dialogue.defaults import default_intent_model, default_playbook, policy_text
         from dialogue.llm import LLMError, make_client
 
-        speech = await asyncio.to_thread(SpeechModels.load)
+        from .settings import AppSettings
+
+        settings = settings or AppSettings()
+        speech = await asyncio.to_thread(SpeechModels.load, settings.speech)
         classifier = await asyncio.to_thread(default_intent_model)
         playbook = await asyncio.to_thread(default_playbook, classifier)
         client = None
         if llm:
             try:
-                client = await asyncio.to_thread(make_client)
+                client = await asyncio.to_thread(make_client, settings.llm)
             except LLMError as exc:
                 log.warning("no LLM (%s): suggestions come from top agents' replies only", exc)
         suggester = Suggester(classifier, playbook, client, policy_text())
-        writer = await StoreWriter.open() if database else None
+        writer = (await StoreWriter.open(settings.database_url, settings.outbox_path)
+                  if database else None)
+        config = RuntimeConfig(max_calls=settings.max_calls,
+                               default_language=settings.default_language)
         return cls(speech, suggester, writer, config)
 
     # ---- calls ---------------------------------------------------------------------------

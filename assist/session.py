@@ -78,6 +78,9 @@ class CallInfo(BaseModel):
     language: str | None = Field(None, description="a Whisper code; None: detect per turn")
     layout: Literal["mono", "stereo"] = "mono"
     channel_roles: list[Literal["agent", "customer", "unknown"]] | None = None
+    first_speaker: Literal["agent", "customer"] | None = Field(
+        "agent", description="mono: who speaks first (the agent answers an inbound call; on an "
+        "outbound call the callee does); None: leave roles to the voice alone")
 
 
 class SessionConfig(BaseModel):
@@ -128,6 +131,7 @@ class CallSession:
         speech_config = CallConfig(call_id=info.call_id, layout=info.layout,
                                    provisional_finals=info.layout == "mono")
         speech_config.streaming.language = info.language
+        speech_config.roles.first_speaker = info.first_speaker
         if info.channel_roles and info.layout == "stereo":
             speech_config.roles.channel_roles = list(info.channel_roles)
         self.transcriber = CallTranscriber(speech, speech_config, self._on_utterance)

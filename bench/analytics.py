@@ -5,7 +5,7 @@
     python -m bench.analytics --url postgresql://.../callwise_1m --no-load
 
 Each size is loaded into a fresh scratch database (on the server tests/pg.py finds; dropped
-afterwards unless --keep) with campaigns.synthetic.load_synthetic, through the store as live
+afterwards unless --keep) with bench.synthetic.load_synthetic, through the store as live
 traffic, then ANALYZEd. The report is asked for the campaign with the most calls, the way the
 dashboard asks for it: a section is one statement on a pool connection; "report" is all of them
 in one statement. Figures are printed, never asserted.
@@ -57,7 +57,7 @@ async def database(url: str | None, calls: int, keep: bool) -> AsyncIterator[str
 
 
 async def load(db: Database, calls: int, seed: int) -> None:
-    from campaigns.synthetic import load_synthetic
+    from bench.synthetic import load_synthetic
 
     started = time.perf_counter()
     result = await load_synthetic(db, calls, seed)

@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine, percentile
+from bench.synthetic import AGENT_LINES, CUSTOMER_LINES, load_synthetic
 from campaigns.db import connect
 from campaigns.events import (
     CallAnswered,
@@ -38,7 +39,6 @@ from campaigns.events import (
 from campaigns.models import Campaign, Contact
 from campaigns.outbox import Outbox, StoreWriter
 from campaigns.store import Store
-from campaigns.synthetic import AGENT_LINES, CUSTOMER_LINES, load_synthetic
 from campaigns.validate import clean, prepare_batch
 from tests.pg import find_server
 

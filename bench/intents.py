@@ -10,7 +10,7 @@ import argparse
 import json
 import time
 
-from common import SHARED, machine, percentile
+from common import ROOT, SHARED, machine, percentile
 
 
 def _report(name: str, report) -> None:  # type: ignore[no-untyped-def]
@@ -69,13 +69,15 @@ def chinese_collection() -> None:
 
 
 def fixtures() -> None:
-    from dialogue.defaults import INTENT_TEST, default_intent_model
+    from dialogue.defaults import default_intent_model
     from dialogue.intents import read_examples
+
+    held_out = ROOT / "fixtures" / "intents" / "test.jsonl"
 
     model = default_intent_model()
     print(f"default model: {model.provenance}")
-    rows = [json.loads(line) for line in INTENT_TEST.read_text(encoding="utf-8").splitlines()]
-    texts, labels = read_examples(INTENT_TEST)
+    rows = [json.loads(line) for line in held_out.read_text(encoding="utf-8").splitlines()]
+    texts, labels = read_examples(held_out)
     _report("fixtures held-out (zh+en)", model.evaluate(texts, labels))
     for lang in ("en", "zh"):
         idx = [i for i, r in enumerate(rows) if r["lang"] == lang]

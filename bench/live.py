@@ -4,6 +4,7 @@ token, and how many concurrent calls with suggestions one process sustains in re
     python bench/live.py [--calls 1,2,4] [--file ../fixtures/calls/demo_call_stereo.flac]
     python bench/live.py --mono            # the same call mixed to one channel
     python bench/live.py --no-llm          # exemplar cards only
+    python bench/live.py --churn 100       # memory after 100 short calls, 4 at a time
 
 Each call is the recording replayed into the runtime (assist.replay) at real-time speed as 20 ms
 frames, started STAGGER seconds apart. "The customer stopped speaking" is the wall time the
@@ -104,6 +105,44 @@ async def run(runtime, path: Path, n: int, mono: bool, speed: float) -> dict:  #
     return {"watch": watch, "lag": lag, "wall": wall}
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def churn(runtime, path: Path, calls: int) -> None:  # type: ignore[no-untyped-def]
+    """Many short calls, four at a time: is what a call holds given back when it ends?"""
+    import tempfile
+
+    import soundfile as sf
+
+    from assist.replay import replay_file
+    from assist.runtime import CallInfo
+    from speech.audio_file import load_audio
+
+    clip = load_audio(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        short = Path(tmp) / "short.flac"
+        sf.write(short, clip.samples[:, : clip.sample_rate * 8].T, clip.sample_rate)
+        sem = asyncio.Semaphore(4)
+
+        async def one(i: int) -> None:
+            async with sem:
+                info = CallInfo(call_id=f"churn-{i}-{time.time_ns()}", agent_id="A01",
+                                language="en", layout="stereo",
+                                channel_roles=["agent", "customer"])
+                await replay_file(runtime, short, info, speed=20.0)
+
+        marks = []
+        for done in range(0, calls, 25):
+            await asyncio.gather(*(one(i) for i in range(done, min(calls, done + 25))))
+            marks.append((min(calls, done + 25), rss_mb(), len(runtime.live_calls())))
+    for n, rss, live in marks:
+        print(f"after {n:>4} calls: RSS {rss:7.0f} MB, live calls held {live}")
+
+
 def fmt(values: list[float]) -> str:
     if not values:
         return "   -  /   -  (n=0)"
@@ -117,6 +156,7 @@ async def main() -> None:
     parser.add_argument("--mono", action="store_true", help="mix the call to one channel")
     parser.add_argument("--no-llm", action="store_true")
     parser.add_argument("--speed", type=float, default=1.0)
+    parser.add_argument("--churn", type=int, default=0, help="only the memory check: N calls")
     args = parser.parse_args()
 
     from assist.runtime import Runtime
@@ -134,6 +174,12 @@ async def main() -> None:
           f"LLM {'none' if llm is None else type(llm).__name__}; call: {args.file.name} "
           f"({'mono' if args.mono else 'two-track'}), {args.speed:g}x real time, "
           f"calls started {STAGGER} s apart")
+    if args.churn:
+        runtime = Runtime(speech, Suggester(classifier, suggester.playbook, None, policy_text()),
+                          None)
+        print(f"before: RSS {rss_mb():7.0f} MB (models loaded)")
+        await churn(runtime, args.file, args.churn)
+        return
     print(f"{'calls':>5}  {'final text p50/p95':>24}  {'first card p50/p95':>24}  "
           f"{'LLM 1st token p50/p95':>24}  {'LLM card p50/p95':>24}  loop lag p99  withheld")
     for n in [int(x) for x in args.calls.split(",")]:

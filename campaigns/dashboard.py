@@ -1,43 +1,33 @@
-"""The supervisor's dashboard over plain HTTP, answered inside the media server's websockets stack.
+"""The supervisor's dashboard, without a web framework: its page, its options and its data.
 
-One process serves media, sidebar and dashboard (DESIGN), so there is no second web framework:
-`Dashboard.process_request` is the `process_request` hook of `websockets.asyncio.server.serve`.
-It answers plain HTTP requests and lets websocket upgrades through to the media handler.
+The web app (assist.app) serves these on its routes:
 
-    GET /                                   302 to /dashboard
     GET /dashboard?campaign=ID[&...]        the page (static HTML; it fetches the JSON below)
     GET /dashboard/{app.js,charts.js,style.css}
-    GET /api/campaigns                      [{id, name, product, language, created_at, calls,
-                                              first_call_at, last_call_at}], newest activity first
-    GET /api/campaigns/{id}/report[?...]    CampaignReport.model_dump(mode="json")
+    GET /api/campaigns                      `list_campaigns`: [{id, name, product, language,
+                                              created_at, calls, first_call_at, last_call_at}],
+                                              newest activity first
+    GET /api/campaigns/{id}/report[?...]    `campaign_report(pool, report_query(id, options))`
 
 Report options (also accepted by the page, which passes them on): tz, channel, since, until,
 min_customer_turns, min_seconds, min_calls, top_share, rank_by; the same as `callwise report`.
-Errors are JSON {"error": ...}: 400 bad option, 404 unknown campaign or route, 405 not GET,
-503 no database (or unreachable), 500 anything else (details go to the log, not the client).
+`report_query` turns them into a ReportQuery or raises `ReportOptionError` naming what is wrong.
 """
 
 from __future__ import annotations
 
-import email.utils
-import http
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 from pydantic import ValidationError
-from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
 
 from dialogue.leaderboard import LeaderboardRule
 
-from .analytics import EngagementRule, ReportQuery, UnknownCampaignError, campaign_report
-from .db import Database, connect, is_unavailable
+from .analytics import EngagementRule, ReportQuery
+from .db import Database, connect
 
 log = logging.getLogger(__name__)
 
@@ -69,50 +59,22 @@ ORDER BY max(k.started_at) DESC NULLS LAST, c.created_at DESC, c.id
 """
 
 
-class HttpError(Exception):
-    def __init__(self, status: http.HTTPStatus, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.payload = status, {"error": message, **extra}
+class ReportOptionError(ValueError):
+    """A report option is unknown or has a value the report cannot take; the message says
+    which and why."""
 
 
-def response(
-    status: http.HTTPStatus,
-    body: bytes,
-    content_type: str,
-    extra: Mapping[str, str] | None = None,
-) -> Response:
-    headers = Headers(
-        [
-            ("Date", email.utils.formatdate(usegmt=True)),
-            # websockets closes the connection after any non-101 answer; say so
-            ("Connection", "close"),
-            ("Content-Length", str(len(body))),
-            ("Content-Type", content_type),
-            ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
-        ]
-    )
-    for key, value in (extra or {}).items():
-        headers[key] = value
-    return Response(status.value, status.phrase, headers, body)
-
-
-def json_response(status: http.HTTPStatus, payload: Any) -> Response:
-    return response(status, json.dumps(payload).encode(), "application/json")
-
-
-def is_websocket_upgrade(request: Request) -> bool:
-    upgrade = request.headers.get("Upgrade", "")
-    return any(token.strip().lower() == "websocket" for token in upgrade.split(","))
+def load_assets(static_dir: Path = STATIC_DIR) -> dict[str, tuple[bytes, str]]:
+    """URL -> (body, content type) of every file the page needs, read once."""
+    return {url: ((static_dir / name).read_bytes(), ctype) for url, (name, ctype) in ASSETS.items()}
 
 
 def report_query(campaign_id: str, params: Mapping[str, str]) -> ReportQuery:
-    """The ReportQuery the URL asks for; raises HttpError 400 naming what is wrong."""
+    """The ReportQuery the options ask for; ReportOptionError naming what is wrong."""
     unknown = sorted(set(params) - REPORT_OPTIONS)
     if unknown:
-        raise HttpError(
-            http.HTTPStatus.BAD_REQUEST,
-            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(REPORT_OPTIONS))}",
+        raise ReportOptionError(
+            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(REPORT_OPTIONS))}"
         )
 
     def pick(**names: str) -> dict[str, str]:
@@ -131,113 +93,26 @@ def report_query(campaign_id: str, params: Mapping[str, str]) -> ReportQuery:
         )
     except ValidationError as exc:
         problems = exc.errors(include_url=False, include_context=False, include_input=False)
-        raise HttpError(
-            http.HTTPStatus.BAD_REQUEST,
-            "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems),
+        raise ReportOptionError(
+            "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
         ) from exc
 
 
-class Dashboard:
-    """HTTP routes of the dashboard. `db`: the callwise database (or an asyncpg pool), or None,
-    in which case the page still loads and every data route answers 503."""
-
-    def __init__(
-        self,
-        db: Database | asyncpg.Pool | None,
-        websocket_paths: frozenset[str] | set[str] | tuple[str, ...] = (),
-        static_dir: Path = STATIC_DIR,
-    ) -> None:
-        self.pool = db.pool if isinstance(db, Database) else db
-        # plain GETs on these are left to websockets, which answers 426 Upgrade Required
-        self.websocket_paths = frozenset(websocket_paths)
-        self.assets = {
-            url: ((static_dir / name).read_bytes(), ctype) for url, (name, ctype) in ASSETS.items()
-        }
-
-    async def process_request(self, _: ServerConnection, request: Request) -> Response | None:
-        """The websockets hook: None lets the websocket handshake go on; a Response ends it."""
-        path = urlsplit(request.path).path
-        if is_websocket_upgrade(request) or path in self.websocket_paths:
-            return None
-        return await self.respond(request)
-
-    async def respond(self, request: Request) -> Response:
-        url = urlsplit(request.path)
-        params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-        try:
-            if request.method not in ("GET", "HEAD"):
-                raise HttpError(
-                    http.HTTPStatus.METHOD_NOT_ALLOWED, f"{request.method} is not supported here"
-                )
-            reply = await self._route(url.path, params)
-        except HttpError as exc:
-            reply = json_response(exc.status, exc.payload)
-        except Exception as exc:
-            if not is_unavailable(exc):
-                log.exception("dashboard: %s failed", url.path)
-                reply = json_response(
-                    http.HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error; see log"}
-                )
-            else:
-                log.warning("dashboard: database unavailable: %s", exc)
-                reply = json_response(
-                    http.HTTPStatus.SERVICE_UNAVAILABLE,
-                    {"error": f"the database is unavailable now ({type(exc).__name__}); "
-                              "the page retries on its own"},
-                )  # fmt: skip
-        if reply.status_code == http.HTTPStatus.METHOD_NOT_ALLOWED:
-            reply.headers["Allow"] = "GET, HEAD"
-        if request.method == "HEAD":
-            reply.body = b""  # Content-Length still tells the size of the GET answer
-        return reply
-
-    async def _route(self, path: str, params: dict[str, str]) -> Response:
-        if path == "/":
-            return response(http.HTTPStatus.FOUND, b"", "text/plain", {"Location": "/dashboard"})
-        if path in self.assets:
-            body, ctype = self.assets[path]
-            return response(http.HTTPStatus.OK, body, ctype, {"Content-Security-Policy": CSP})
-        if path == "/api/campaigns":
-            return json_response(http.HTTPStatus.OK, await self.campaigns())
-        parts = path.split("/")
-        if len(parts) == 5 and parts[:3] == ["", "api", "campaigns"] and parts[4] == "report":
-            campaign_id = unquote(parts[3])
-            query = report_query(campaign_id, params)
-            try:
-                report = await campaign_report(self._db(), query)
-            except UnknownCampaignError as exc:
-                raise HttpError(
-                    http.HTTPStatus.NOT_FOUND, str(exc), campaign_id=campaign_id
-                ) from exc
-            body = report.model_dump_json().encode()
-            return response(http.HTTPStatus.OK, body, "application/json")
-        raise HttpError(
-            http.HTTPStatus.NOT_FOUND,
-            f"no route {path}; try /dashboard, /api/campaigns or /api/campaigns/ID/report",
-        )
-
-    async def campaigns(self) -> list[dict[str, Any]]:
-        rows = await self._db().fetch(CAMPAIGNS_SQL)
-        return [
-            {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()}
-            for row in rows
-        ]
-
-    def _db(self) -> asyncpg.Pool:
-        if self.pool is None:
-            raise HttpError(
-                http.HTTPStatus.SERVICE_UNAVAILABLE,
-                "this server runs without a database, so the dashboard has no data; set "
-                "DATABASE_URL (or let callwise start its embedded PostgreSQL) and restart it",
-            )
-        return self.pool
+async def list_campaigns(pool: asyncpg.Pool | Database) -> list[dict[str, Any]]:
+    """Every campaign with its call count and first/last call, newest activity first."""
+    pool = pool.pool if isinstance(pool, Database) else pool
+    rows = await pool.fetch(CAMPAIGNS_SQL)
+    return [
+        {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()}
+        for row in rows
+    ]
 
 
-async def open_database() -> Database | None:
+async def open_database(url: str | None = None) -> Database | None:
     """The database for a server that also serves media: on failure the server still starts
     (calls matter more than charts), logging why its dashboard will answer 503."""
     try:
-        return await connect()
+        return await connect(url)
     except Exception as exc:
-        log.warning("dashboard disabled, no database: %s", exc)
+        log.warning("dashboard and logins disabled, no database: %s", exc)
         return None

@@ -1,8 +1,9 @@
 """The outbound-call flow format: pydantic models for a scripted flow and how it is loaded.
 
-A flow is data (`fixtures/flows/*.yaml`): states with the bot's lines, intent-driven transitions,
-slots, retries and exits. Structure is checked here; what needs the whole flow (reachability,
-disclosures, forbidden claims, template variables) is checked in `flow_check`.
+A flow is data (a YAML file; the examples ship in `dialogue/data/flows/`): states with the bot's
+lines, intent-driven transitions, slots, retries and exits. Structure is checked here; what needs
+the whole flow (reachability, disclosures, forbidden claims, template variables) is checked in
+`flow_check`.
 """
 
 from __future__ import annotations

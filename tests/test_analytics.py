@@ -1,6 +1,6 @@
 """Campaign analytics on a real PostgreSQL, checked against numbers counted by hand.
 
-Every expected number below is counted from campaigns/fixture_campaign.py's KINDS and PLAN, not
+Every expected number below is counted from campaigns/demo_campaign.py's KINDS and PLAN, not
 by running SQL. The counts per agent, from PLAN:
 
   alice (human)  CONV x4, QCONV, ENG x3, SHORT x2, CB, BRIEF, QUIET, OPT, NA x4, VM, BUSY   = 20
@@ -38,8 +38,7 @@ from campaigns.analytics import (
     overview,
 )
 from campaigns.db import connect
-from campaigns.events import parse_event
-from campaigns.fixture_campaign import (
+from campaigns.demo_campaign import (
     BOT,
     CAMPAIGN_ID,
     KINDS,
@@ -49,6 +48,7 @@ from campaigns.fixture_campaign import (
     insert_campaign,
     insert_fixture_campaign,
 )
+from campaigns.events import parse_event
 from campaigns.stats import newcombe_interval, two_proportion_z_test
 from dialogue.leaderboard import LeaderboardRule, rank_agents, wilson_interval
 from dialogue.types import CallRecord

@@ -1,5 +1,6 @@
-"""The supervisor dashboard as a supervisor gets it: the real media server on a free port, a real
-PostgreSQL holding the fixture campaign, and a real browser (headless Chromium) reading the page.
+"""The supervisor dashboard as a supervisor gets it: the real web app on uvicorn on a free port,
+a real PostgreSQL holding the fixture campaign, and a real browser (headless Chromium) reading
+the page, logged in as a supervisor (the token rides in the URL fragment, as a link may carry it).
 
 Every number on the page carries data-metric (a path into the report JSON) and data-value (the
 raw number); the tests read the DOM Chromium dumps after the page has run its scripts and check
@@ -10,7 +11,6 @@ headline totals against plain SQL counts as well.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import re
 import shutil
@@ -20,23 +20,27 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 import pytest_asyncio
 from PIL import Image
 from websockets.asyncio.client import connect as ws_connect
-from websockets.asyncio.server import Server
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import InvalidStatus
 
-from assist.media_server import MediaServer
+from assist.app import create_app
+from assist.auth import TokenSigner, UserStore
+from assist.bus import CallMeta
+from assist.runtime import Runtime
+from assist.settings import AppSettings
 from campaigns.analytics import ReportQuery, campaign_report
 from campaigns.db import Database, DatabaseSettings, connect
-from campaigns.fixture_campaign import CAMPAIGN_ID, insert_campaign, insert_fixture_campaign
+from campaigns.demo_campaign import CAMPAIGN_ID, insert_campaign, insert_fixture_campaign
+from core.events import CallEnded
 from dialogue.leaderboard import LeaderboardRule
 from speech import SpeechModels
 
+from .live_app import LiveApp, Reply, request
 from .pg import CuttableProxy, PgServer, find_server
 
 CHROMIUM = next(
@@ -53,6 +57,10 @@ EMPTY = "empty-campaign"
 OPTIONS = {"min_calls": 5, "tz": "America/New_York"}
 NO_MODELS = cast(SpeechModels, None)  # these tests open no call, so no model is ever touched
 FAST = DatabaseSettings(db_pool_min=1, db_pool_max=4, db_connect_timeout_s=3)
+SIGNER = TokenSigner(b"dashboard-test-secret-0123456789")
+SUPERVISOR = SIGNER.issue("boss", "supervisor", None)
+AGENT = SIGNER.issue("agent1", "agent", "A01")
+PASSWORD = "correct horse battery"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -69,6 +77,8 @@ async def dsn(pg: PgServer) -> str:
     async with await connect(url, settings=FAST) as db:
         await insert_fixture_campaign(db.pool)
         await insert_campaign(db.pool, EMPTY, name="A campaign with no calls yet")
+        await UserStore(db.pool).create("boss", PASSWORD, "supervisor")
+        await UserStore(db.pool).create("agent1", PASSWORD, "agent", "A01")
     return url
 
 
@@ -78,38 +88,26 @@ async def database(dsn: str) -> AsyncIterator[Database]:
         yield db
 
 
-@dataclass
-class Running:
-    app: MediaServer
-    base: str  # http://127.0.0.1:PORT
-
-    @property
-    def ws(self) -> str:
-        return "ws" + self.base.removeprefix("http")
-
-
-async def _start(database: Database | None) -> tuple[Running, Server]:
-    app = MediaServer(NO_MODELS, database=database)
-    server = await app.serve("127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    return Running(app, f"http://127.0.0.1:{port}"), server
+async def _start(database: Database | None) -> LiveApp:
+    runtime = Runtime(NO_MODELS, None)
+    app = create_app(AppSettings(_env_file=None), runtime=runtime, database=database,
+                     signer=SIGNER, connect_database=False)
+    return await LiveApp.start(app)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def server(database: Database) -> AsyncIterator[Running]:
-    running, ws_server = await _start(database)
+async def server(database: Database) -> AsyncIterator[LiveApp]:
+    running = await _start(database)
     yield running
-    ws_server.close()
-    await ws_server.wait_closed()
+    await running.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def bare_server() -> AsyncIterator[Running]:
+async def bare_server() -> AsyncIterator[LiveApp]:
     """The same server started without a database, as `callwise serve` does when it has none."""
-    running, ws_server = await _start(None)
+    running = await _start(None)
     yield running
-    ws_server.close()
-    await ws_server.wait_closed()
+    await running.stop()
 
 
 async def expected_report(db: Database, campaign_id: str, **options: Any) -> dict[str, Any]:
@@ -122,29 +120,9 @@ async def expected_report(db: Database, campaign_id: str, **options: Any) -> dic
 
 
 # ---- a plain HTTP client (the server shares the test's event loop, so it runs in a thread) ----
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        assert self.headers["content-type"] == "application/json", self.headers
-        return json.loads(self.body)
-
-
-def _request(base: str, method: str, path: str) -> Reply:
-    conn = http.client.HTTPConnection(urlsplit(base).netloc, timeout=30)
-    try:
-        conn.request(method, path, body=b"" if method == "POST" else None)
-        res = conn.getresponse()
-        return Reply(res.status, {k.lower(): v for k, v in res.getheaders()}, res.read())
-    finally:
-        conn.close()
-
-
-async def fetch(base: str, path: str, method: str = "GET") -> Reply:
-    return await asyncio.to_thread(_request, base, method, path)
+async def fetch(base: str, path: str, method: str = "GET",
+                token: str | None = SUPERVISOR) -> Reply:
+    return await request(base, method, path, token=token)
 
 
 # ---- the browser ----------------------------------------------------------------------------
@@ -329,11 +307,13 @@ def required_paths(report: dict[str, Any]) -> set[str]:
     return paths
 
 
-def page_url(base: str, campaign: str | None, **options: Any) -> str:
+def page_url(base: str, campaign: str | None, token: str | None = SUPERVISOR,
+             **options: Any) -> str:
     query = "&".join(
         [f"campaign={campaign}"] * (campaign is not None) + [f"{k}={v}" for k, v in options.items()]
     )
-    return f"{base}/dashboard" + (f"?{query}" if query else "")
+    fragment = f"#token={token}" if token else ""
+    return f"{base}/dashboard" + (f"?{query}" if query else "") + fragment
 
 
 # ---- the page in a real browser ---------------------------------------------------------------
@@ -447,13 +427,50 @@ async def test_api_errors_are_json_with_a_reason(server):
         {"error": "no campaign with id 'no-such-campaign'", "campaign_id": "no-such-campaign"},
     )
     reply = await fetch(server.base, f"/api/campaigns/{CAMPAIGN_ID}/report?tz=Mars/Olympus")
-    assert reply.status == 400 and "time_zone" in reply.json()["error"]
+    assert reply.status == 422 and "time_zone" in reply.json()["error"]
     reply = await fetch(server.base, f"/api/campaigns/{CAMPAIGN_ID}/report?min_cals=5")
-    assert reply.status == 400 and "min_cals" in reply.json()["error"]
+    assert reply.status == 422 and "min_cals" in reply.json()["error"]
+    reply = await fetch(server.base, f"/api/campaigns/{CAMPAIGN_ID}/report?min_calls=0")
+    assert reply.status == 422 and "min_calls" in reply.json()["error"]
+    reply = await fetch(server.base, f"/api/campaigns/{CAMPAIGN_ID}/report?min_calls=10" + "0" * 30)
+    assert reply.status == 422 and "min_calls" in reply.json()["error"]
+    reply = await fetch(server.base, f"/api/campaigns/{CAMPAIGN_ID}/report?since=2025-03-01")
+    assert reply.status == 422 and "since" in reply.json()["error"]
+    reply = await fetch(server.base, "/api/campaigns/a%00b/report")
+    assert reply.status == 422 and "campaign_id" in reply.json()["error"]
     reply = await fetch(server.base, "/nothing/here")
     assert reply.status == 404 and "/dashboard" in reply.json()["error"]
     reply = await fetch(server.base, "/api/campaigns", method="POST")
-    assert reply.status == 405 and reply.headers["allow"] == "GET, HEAD"
+    assert reply.status == 405 and reply.headers["allow"] == "GET"
+    assert "POST" in reply.json()["error"]
+
+
+async def test_the_api_is_for_logged_in_supervisors(server):
+    for path in ("/api/campaigns", f"/api/campaigns/{CAMPAIGN_ID}/report"):
+        reply = await fetch(server.base, path, token=None)
+        assert reply.status == 401 and "not logged in" in reply.json()["error"], path
+        assert reply.headers["www-authenticate"].startswith("Bearer")
+        forged = SUPERVISOR[:-2] + ("AA" if not SUPERVISOR.endswith("AA") else "BB")
+        assert (await fetch(server.base, path, token=forged)).status == 401, path
+        reply = await fetch(server.base, path, token=AGENT)
+        assert (reply.status, reply.json()) == (403, {"error": "supervisors only"}), path
+    # a login through the API gives a token the dashboard's API takes
+    login = await request(server.base, "POST", "/api/login",
+                          {"username": "boss", "password": PASSWORD})
+    assert login.status == 200, login.body
+    token = login.json()["token"]
+    assert (await fetch(server.base, "/api/campaigns", token=token)).status == 200
+
+
+@needs_chromium
+async def test_without_a_login_the_page_asks_for_one(server):
+    page = read_page(await chromium("--dump-dom", page_url(server.base, CAMPAIGN_ID, token=None)))
+    assert page.state == "login" and not page.metrics
+    assert "hidden" not in page.ids["login"].attrs and "Log in" in page.ids["login"].text
+    # an agent's token opens no campaign figures either
+    page = read_page(await chromium("--dump-dom", page_url(server.base, CAMPAIGN_ID, token=AGENT)))
+    assert page.state == "forbidden" and "supervisors" in page.ids["message"].text
+    assert not page.metrics
 
 
 async def test_without_a_database_the_api_answers_503(bare_server):
@@ -486,7 +503,7 @@ async def test_the_page_and_its_assets_are_served_with_a_strict_policy(server):
 async def test_a_database_outage_answers_503_and_recovers(pg, dsn):
     proxy = await CuttableProxy(pg.target()).start()
     via_proxy = await connect(proxy.dsn(dsn), settings=FAST)
-    running, ws_server = await _start(via_proxy)
+    running = await _start(via_proxy)
     try:
         assert (await fetch(running.base, "/api/campaigns")).status == 200
         await proxy.cut()  # the server is gone, and so is every open connection
@@ -498,31 +515,31 @@ async def test_a_database_outage_answers_503_and_recovers(pg, dsn):
         await proxy.restore()
         assert (await fetch(running.base, f"/api/campaigns/{CAMPAIGN_ID}/report")).status == 200
     finally:
-        ws_server.close()
-        await ws_server.wait_closed()
+        await running.stop()
         await proxy.cut()
         await via_proxy.close()
 
 
 # ---- the websockets beside it ---------------------------------------------------------------
 async def test_websockets_still_work_beside_the_dashboard(server):
-    app = server.app
-    async with ws_connect(f"{server.ws}/events?call_id=c1") as events:
+    hub = server.app.state.services.runtime.hub
+    async with ws_connect(f"{server.ws}/events?call_id=c1&token={SUPERVISOR}") as events:
         # an HTTP request while the socket is open is answered, and the socket stays up
         assert (await fetch(server.base, "/api/campaigns")).status == 200
         for _ in range(100):  # the subscription is registered by the server's handler task
-            if app._subscribers:
+            if len(hub):
                 break
             await asyncio.sleep(0.01)
-        await app._broadcast("c1", {"event": "call_ended", "call_id": "c1"})
+        ended = CallEnded(call_id="c1", reason="test")
+        hub.publish(ended, CallMeta("c1", "A01", CAMPAIGN_ID))
         message = json.loads(await asyncio.wait_for(events.recv(), 5))
-        assert message == {"event": "call_ended", "call_id": "c1"}
+        assert message == json.loads(ended.model_dump_json())
 
-    # a websocket on a dashboard path reaches the media router, which names the right paths
-    async with ws_connect(f"{server.ws}/dashboard") as ws:
-        with pytest.raises(ConnectionClosed) as closed:
-            await asyncio.wait_for(ws.recv(), 5)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    # a websocket on a page's path is refused in the handshake
+    with pytest.raises(InvalidStatus) as refused:
+        async with ws_connect(f"{server.ws}/dashboard"):
+            pass
+    assert refused.value.response.status_code == 403
 
     # a plain GET on a websocket path is told to upgrade, as before the dashboard
     assert (await fetch(server.base, "/events")).status == 426

@@ -1,4 +1,4 @@
-"""Outbound-call flow engine: the real engine and the real fixture flows, driven turn by turn.
+"""Outbound-call flow engine: the real engine and the shipped example flows, driven turn by turn.
 
 Only the intent model is replaced, by a table from the exact test utterances to labels (the real
 model is not ready); everything else (guardrails, slot extraction, load-time checks) is real.
@@ -15,6 +15,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from dialogue.defaults import FLOWS
 from dialogue.flow_schema import SlotSpec
 from dialogue.flow_slots import cn_number, extract
 from dialogue.flows import (
@@ -27,9 +28,6 @@ from dialogue.flows import (
 )
 from dialogue.types import OUT_OF_SCOPE, IntentPrediction
 
-from .conftest import FIXTURES
-
-FLOWS = FIXTURES / "flows"
 TODAY = date(2025, 3, 12)  # a Wednesday
 EN_VARS = {"customer_name": "Alex Chen", "statement_amount": "4,800 dollars"}
 ZH_VARS = {"customer_name": "王先生", "statement_amount": "4800元"}

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from dialogue.defaults import FIXTURES
+from dialogue.defaults import flow_path
 from dialogue.flows import Flow, FlowSession
 
 VARIABLES = {"customer_name": "Jordan Lee", "statement_amount": "4,800 dollars"}
 
 
 async def _play(flow_file: str, lines: list[str], classifier, variables=VARIABLES):  # type: ignore[no-untyped-def]
-    session = FlowSession(Flow.load(FIXTURES / "flows" / flow_file), classifier, variables)
+    session = FlowSession(Flow.load(flow_path(flow_file)), classifier, variables)
     turn = session.start()
     for line in lines:
         assert not turn.done, f"ended early: {turn.reason}"

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from bench.synthetic import load_synthetic
 from campaigns import validate
 from campaigns.db import DatabaseError, DatabaseSettings, DatabaseUnavailable, connect
 from campaigns.embedded import EmbeddedPostgres
@@ -36,7 +37,6 @@ from campaigns.migrate import MIGRATIONS_DIR, MigrationError
 from campaigns.models import Campaign, Contact
 from campaigns.outbox import Outbox, StoreWriter
 from campaigns.store import Store
-from campaigns.synthetic import load_synthetic
 from campaigns.validate import Rejection
 from core.events import Event
 

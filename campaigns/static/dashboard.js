@@ -340,11 +340,78 @@
     renderDefinitions(report);
   }
 
+  // ---- the login: a token from POST /api/login, kept for this tab only ----------------------
+  // A link may carry one in its fragment (#token=...), which never reaches a server or its log.
+  const TOKEN_KEY = "callwise_token";
+
+  function takeTokenFromLink() {
+    const fragment = new URLSearchParams(location.hash.slice(1));
+    const token = fragment.get("token");
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+
+  function authHeaders() {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    return token ? { Authorization: `Bearer ${token}` } : {};
+  }
+
+  function askForLogin(why) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    lastReport = null;
+    $("logout").hidden = true;
+    $("login").hidden = false;
+    $("status").textContent = "Not logged in";
+    setState("login", why);
+  }
+
+  async function logIn(event) {
+    event.preventDefault();
+    const error = $("login-error");
+    error.hidden = true;
+    let res;
+    try {
+      res = await fetch("/api/login", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ username: $("username").value, password: $("password").value }),
+        cache: "no-store",
+      });
+    } catch (err) {
+      error.textContent = `The server cannot be reached (${err.message}).`;
+      error.hidden = false;
+      return;
+    }
+    let body = {};
+    try {
+      body = await res.json();
+    } catch {
+      body = { error: `unexpected answer (HTTP ${res.status})` };
+    }
+    if (res.status !== 200 || !body.token) {
+      error.textContent = body.error || `HTTP ${res.status}`;
+      error.hidden = false;
+      return;
+    }
+    sessionStorage.setItem(TOKEN_KEY, body.token);
+    $("password").value = "";
+    $("login").hidden = true;
+    load();
+  }
+
+  function logOut() {
+    askForLogin("Logged out.");
+  }
+
   // ---- data and state ---------------------------------------------------------------------
   async function getJson(url) {
     let res;
     try {
-      res = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
+      res = await fetch(url, {
+        headers: { Accept: "application/json", ...authHeaders() },
+        cache: "no-store",
+      });
     } catch (err) {
       return { status: 0, body: { error: `the server cannot be reached (${err.message})` } };
     }
@@ -402,13 +469,23 @@
       await loadOnce();
     } finally {
       loading = false;
-      timer = setTimeout(load, REFRESH_MS);
+      // no refresh behind the login form: nothing would come back but another 401
+      if (document.body.getAttribute("data-state") !== "login") {
+        timer = setTimeout(load, REFRESH_MS);
+      }
     }
   }
 
   async function loadOnce() {
     const params = new URLSearchParams(location.search);
     const list = await getJson("/api/campaigns");
+    if (list.status === 401) return askForLogin("Log in to see the campaigns.");
+    $("login").hidden = true;
+    $("logout").hidden = false;
+    if (list.status === 403) {
+      $("status").textContent = `Checked ${stamp()}`;
+      return setState("forbidden", "This dashboard is for supervisors; log in as one.");
+    }
     if (list.status !== 200) return failed(list);
     let chosen = params.get("campaign");
     if (!chosen) {
@@ -429,6 +506,7 @@
       return setState("not-found",
         `No campaign with id \u201c${chosen}\u201d. Choose one of the campaigns in the list above.`);
     }
+    if (res.status === 401) return askForLogin("Your login has expired; log in again.");
     if (res.status !== 200) return failed(res);
     lastReport = res.body;
     render(res.body);
@@ -450,6 +528,9 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
+    takeTokenFromLink();
+    $("login").addEventListener("submit", logIn);
+    $("logout").addEventListener("click", logOut);
     $("campaign").addEventListener("change", (event) => {
       const params = new URLSearchParams(location.search);
       params.set("campaign", event.target.value);

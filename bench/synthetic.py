@@ -1,5 +1,8 @@
 """Deterministic synthetic campaign traffic, for the ingest and query benchmarks.
 
+Benchmark and test data, not product code: it lives in bench/ (not installed with the wheel) and
+is used by bench/ingest.py, bench/analytics.py and tests/test_store.py.
+
 The mix is meant to look like a Mandarin outbound sales operation, so that the query benchmarks
 see realistic selectivity: two campaigns (card upgrade, personal loan), each dialled by about
 twenty human agents of uneven skill and by its own bot flow, over 60 days. Calls fall inside the

@@ -1,4 +1,9 @@
-"""A small campaign whose every report number can be counted by hand from the table below.
+"""The demo campaign: a small campaign whose every report number can be counted by hand from the
+table below.
+
+Generated data, shipped because `callwise demo` (step 5) ingests it and reports on it; the
+analytics and dashboard tests count their expected figures from the same table. Nothing else in
+the product uses it. (Traffic for the benchmarks is bench/synthetic.py, not installed.)
 
 60 calls over 3 days (2025-03-03..05): two human agents and one bot flow, 20 calls each. What a
 call *is* (answered or not, how long, how many customer turns, how it ended, which suggestions
