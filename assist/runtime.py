@@ -10,6 +10,7 @@ ways: to the hub (screens: bounded queues, may drop a slow reader) and to the st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections import OrderedDict
@@ -120,6 +121,22 @@ class Runtime:
         self._record: asyncio.Queue[CallEvent] = asyncio.Queue()
         self._recorder: asyncio.Task[None] | None = None
         self._closing = False
+        self._warm_up: asyncio.Task[None] | None = None
+        if suggester is not None and suggester.llm is not None:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to warm it on
+                self._warm_up = asyncio.create_task(self._warm(suggester),
+                                                    name="callwise-llm-warm")
+
+    async def _warm(self, suggester: Suggester) -> None:
+        try:
+            await suggester.warm_up(self.config.default_language or "en")
+        except Exception as exc:  # the LLM is down: calls get exemplars and say why
+            log.warning("LLM warm-up failed: %s", exc)
+
+    async def ready(self) -> None:
+        """Wait for the LLM to have read its system prompt (calls may start before)."""
+        if self._warm_up is not None:
+            await self._warm_up
 
     @classmethod
     async def load(cls, settings: AppSettings | None = None, *, database: bool = True,
@@ -278,6 +295,8 @@ class Runtime:
     async def aclose(self) -> None:
         """End every live call (their words are kept), record everything, free the models."""
         self._closing = True
+        if self._warm_up is not None:
+            self._warm_up.cancel()
         await asyncio.gather(*(self.end_call(s, "server shutting down")
                                for s in list(self._calls.values())), return_exceptions=True)
         await self.recorded()

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 from uuid import uuid4
 
@@ -106,8 +106,6 @@ class _Pending:
     suggestion_id: str
     seq: int
     task: asyncio.Task[None]
-    started: float
-    drafted: list[str] = field(default_factory=list)
 
 
 class CallSession:
@@ -303,7 +301,7 @@ class CallSession:
             sid = uuid4().hex
             task = asyncio.create_task(self._llm_reply(sid, turn, u, assist, history),
                                        name=f"llm-{self.info.call_id}-{turn.seq}")
-            self._pending = _Pending(sid, turn.seq, task, time.monotonic())
+            self._pending = _Pending(sid, turn.seq, task)
 
     def _show(self, s: Suggestion, turn: _Turn, assist: Assist, rank: int,
               latency_ms: float | None, exemplars: tuple, suggestion_id: str | None = None

@@ -184,6 +184,7 @@ async def main() -> None:
           f"{'LLM 1st token p50/p95':>24}  {'LLM card p50/p95':>24}  loop lag p99  withheld")
     for n in [int(x) for x in args.calls.split(",")]:
         runtime = Runtime(speech, suggester, None)
+        await runtime.ready()  # a server warms its LLM at start-up, before calls come
         result = await run(runtime, args.file, n, args.mono, args.speed)
         runtime.executor.shutdown()  # the models stay loaded for the next round
         w: Watch = result["watch"]

@@ -132,12 +132,33 @@ def clean(raw: RawEvent, index: int = 0) -> CleanEvent | Rejection:
             return Rejection(index, f"not an event: a {type(raw).__name__}", _raw_text(raw))
     except ValidationError as err:
         return Rejection(index, describe_errors(err, raw), _raw_text(raw))
+    missing = _missing_identity(raw)
+    if missing:
+        # A model may default them; an event from outside may not: an id made up here would
+        # differ on every redelivery, and the event would be stored twice.
+        return Rejection(index, f"{_label(event)}: {' and '.join(missing)} missing: the "
+                         "producer sets them once, so a redelivery is recognised",
+                         _raw_text(raw))
     problem = _check_values(event)
     if problem is None:
         event, problem = _redacted(event)
     if problem is not None:
         return Rejection(index, f"{_label(event)}: {problem}", _raw_text(raw))
     return CleanEvent(index, event, event.model_dump_json())
+
+
+def _missing_identity(raw: RawEvent) -> list[str]:
+    if isinstance(raw, BaseModel):
+        return []
+    data: object = raw
+    if isinstance(raw, str | bytes):
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return []  # it validated: not reached
+    if not isinstance(data, dict):
+        return []
+    return [key for key in ("event_id", "at") if key not in data]
 
 
 def rejection_text(rejection: Rejection) -> str:

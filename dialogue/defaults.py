@@ -32,10 +32,6 @@ PLAYBOOK_CALLS = DATA / "playbook" / "calls.jsonl"
 POLICY = DATA / "playbook" / "policy.md"
 FLOWS = DATA / "flows"
 
-# The one model cache, resolved in core.paths; this name stays for the callers that import it.
-cache_root = model_cache_dir
-
-
 def _key(*parts: bytes) -> str:
     digest = hashlib.sha256()
     for part in parts:

@@ -13,7 +13,7 @@ from .twilio_frames import twilio_messages
 
 
 def callwise(*args, check=True):
-    return subprocess.run([sys.executable, "-m", "assist.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "callwise", *args], capture_output=True,
                           text=True, check=check, cwd=ROOT, timeout=600)
 
 

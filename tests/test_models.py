@@ -45,7 +45,7 @@ def test_missing_weights_are_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_models_command_lists_every_model_and_its_source():
-    out = subprocess.run([sys.executable, "-m", "assist.cli", "models", "--json"],
+    out = subprocess.run([sys.executable, "-m", "callwise", "models", "--json"],
                          capture_output=True, text=True, check=True)
     rows = {r["kind"]: r for r in json.loads(out.stdout)}
     assert set(rows) == {"whisper", "segmentation", "embedding", "intent-en", "multilingual", "llm"}
@@ -56,7 +56,7 @@ def test_a_wrong_model_setting_is_a_clear_error_not_a_traceback(tmp_path):
     import os
 
     env = {**os.environ, "CALLWISE_WHISPER_MODEL": str(tmp_path / "no-such-model")}
-    out = subprocess.run([sys.executable, "-m", "assist.cli", "transcribe",
+    out = subprocess.run([sys.executable, "-m", "callwise", "transcribe",
                           "fixtures/calls/demo_call_stereo.flac"], capture_output=True, text=True,
                          env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
     assert out.returncode == 2

@@ -20,7 +20,7 @@ async def _play(flow_file: str, lines: list[str], classifier, variables=VARIABLE
 
 
 async def test_english_offer_to_conversion(intent_model):
-    from assist.dialogue_cli import DEMO_FLOW_LINES
+    from callwise.dialogue_cli import DEMO_FLOW_LINES
 
     turn = await _play("installment_offer_en.yaml", DEMO_FLOW_LINES, intent_model)
     assert turn.exit == "converted", turn.reason

@@ -39,7 +39,6 @@ def test_speech_dialogue_and_llm_agree(home, monkeypatch, explicit):
     expected = model_cache_dir()
     assert SpeechSettings(_env_file=None).model_cache == expected
     assert defaults.intent_model_folder().parent == expected
-    assert defaults.cache_root() == expected  # the old name, still imported by assist/cli.py
     seen = []
     monkeypatch.setattr(llm_models, "packaged_gguf", lambda cache, model: seen.append(cache))
     llm_models.resolve_model_path()

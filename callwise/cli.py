@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -143,14 +144,15 @@ def _dialogue_models(install: bool) -> list[ModelRow]:
     except ModelFileError as exc:
         rows.append(ModelRow(kind="llm", path=None, source="missing", detail=str(exc)))
     if install:
-        from dialogue.defaults import cache_root, default_intent_model, default_playbook
+        from core.paths import model_cache_dir
+        from dialogue.defaults import default_intent_model, default_playbook
 
         model = default_intent_model()
         playbook = default_playbook(model)
-        rows.append(ModelRow(kind="intents", path=str(cache_root()), source="built",
+        rows.append(ModelRow(kind="intents", path=str(model_cache_dir()), source="built",
                               detail=f"default contact-center intents: {len(model.labels)} "
                                      f"intents, {model.provenance.get('features')}"))
-        rows.append(ModelRow(kind="playbook", path=str(cache_root()), source="built",
+        rows.append(ModelRow(kind="playbook", path=str(model_cache_dir()), source="built",
                               detail=f"{len(playbook.entries)} exemplars from "
                                      f"{len(playbook.stats.top_agents) if playbook.stats else 0}"
                                      " top agents of dialogue/data/playbook/calls.jsonl"))
@@ -211,11 +213,10 @@ def _demo(args: argparse.Namespace) -> int:
 async def _demo_live(speed: float) -> int:
     from uuid import uuid4
 
+    from assist.replay import replay_file
+    from assist.runtime import CallInfo, Runtime
+    from assist.sidebar_text import print_events
     from campaigns.db import DatabaseError
-
-    from .replay import replay_file
-    from .runtime import CallInfo, Runtime
-    from .sidebar_text import print_events
 
     try:
         runtime = await Runtime.load()
@@ -223,6 +224,12 @@ async def _demo_live(speed: float) -> int:
         print(f"callwise: {exc}", file=sys.stderr)
         return 1
     try:
+        if runtime.suggester is not None and runtime.suggester.llm is not None:
+            print("(the LLM reads its system prompt and policy once per process: ", end="",
+                  flush=True)
+            started = time.perf_counter()
+            await runtime.ready()
+            print(f"{time.perf_counter() - started:.0f} s)\n", flush=True)
         sub, _ = runtime.subscribe(lambda event, meta: True)
         printer = asyncio.create_task(print_events(sub))
         info = CallInfo(call_id=f"demo-{uuid4().hex[:12]}", agent_id="A01", language="en",

@@ -1,0 +1,1 @@
+"""The `callwise` command line: demo, transcribe, serve, models, and the dialogue commands."""
