@@ -195,13 +195,14 @@ def _demo(args: argparse.Namespace) -> int:
         return status
     from .dialogue_cli import demo_flow
 
-    speed = 1.0 if args.realtime else 3.0
-    print(f"\ncallwise demo 3/5: call 1 again, live: played into the call runtime at {speed:g}x "
-          "real time as 20 ms frames, as the agent's sidebar sees it: the transcript, the "
+    # Real time, as a phone call: faster would queue audio ahead of the ASR and the LLM and
+    # show latencies no caller gets.
+    print("\ncallwise demo 3/5: call 1 again, live: played into the call runtime in real time "
+          "as 20 ms frames, as the agent's sidebar sees it: the transcript, the "
           "customer's intent, what top agents said in that situation (mined from "
           "dialogue/data/playbook/calls.jsonl) and the embedded LLM's grounded reply; the call is "
           "recorded in PostgreSQL (embedded unless DATABASE_URL is set)\n")
-    status = asyncio.run(_demo_live(speed))
+    status = asyncio.run(_demo_live(1.0))
     print("\ncallwise demo 4/5: an automated outbound call, dialogue/data/flows/"
           "installment_offer_en.yaml, with scripted customer lines\n")
     status = status or asyncio.run(demo_flow())
