@@ -29,6 +29,7 @@ from .vad import FRAME, StreamingVad
 log = logging.getLogger(__name__)
 FRAME_S = FRAME / TARGET_RATE
 EventSink = Callable[[Utterance], Awaitable[None]]
+PARTIAL_QUIET_S = 0.12  # trailing silence past which no partial is started
 
 
 class StreamingConfig(BaseModel):
@@ -267,6 +268,10 @@ class StreamingTranscriber:
             return
         if self.decoding_partial:
             return  # the ASR is still on the previous one: skip rather than queue up
+        if self.samples_seen - self._last_voiced_end > int(PARTIAL_QUIET_S * TARGET_RATE):
+            # The speaker has paused: a partial now adds no words, and if the pause becomes the
+            # endpoint, the final would wait behind it on the ASR worker.
+            return
         self._next_partial_at = self.samples_seen + int(cfg.partial_interval * TARGET_RATE)
         start, end = self._utt_start, self.samples_seen
         request = DecodeRequest(audio=self._slice(start, end), language=cfg.language,
