@@ -819,4 +819,11 @@ def serve(settings: AppSettings) -> None:
         timeout_graceful_shutdown=settings.shutdown_timeout_s, log_config=None,
         server_header=False,
     )
-    uvicorn.Server(config).run()
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            # The graceful stop is the whole answer to SIGINT/SIGTERM: uvicorn would raise the
+            # signal again once stopped, which asyncio turns into a KeyboardInterrupt traceback.
+            self._captured_signals.clear()
+
+    Server(config).run()
