@@ -28,6 +28,18 @@ def shared_text(relative: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+async def pg():
+    """One real PostgreSQL for the whole run (tests/pg.py); each test module makes its own
+    databases on it, dropped at the end."""
+    from .pg import find_server
+
+    server = await find_server()
+    print(f"\nPostgreSQL for tests: {server.origin}")
+    yield server
+    await server.close()
+
+
+@pytest.fixture(scope="session")
 def intent_model():
     from dialogue.defaults import default_intent_model
 

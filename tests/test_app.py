@@ -40,7 +40,7 @@ from speech.codecs import encode_mulaw
 
 from .conftest import FIXTURES
 from .live_app import LiveApp, request
-from .pg import PgServer, find_server
+from .pg import PgServer
 from .twilio_frames import twilio_messages
 
 SECRET = b"app-test-secret-0123456789abcdef"
@@ -65,13 +65,6 @@ BAD_TOKENS = {"missing": None, "forged": FORGED, "expired": EXPIRED, "garbage": 
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def pg() -> AsyncIterator[PgServer]:
-    server = await find_server()
-    yield server
-    await server.close()
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def database(pg: PgServer) -> AsyncIterator[Database]:
     db = await db_connect(await pg.create_database("callwise_app"), settings=FAST)

@@ -36,7 +36,7 @@ from campaigns.demo_campaign import CAMPAIGN_ID, insert_fixture_campaign
 from speech import SpeechModels
 
 from .live_app import ThreadedApp
-from .pg import PgServer, find_server
+from .pg import PgServer
 
 SIGNER = TokenSigner(b"fuzz-test-secret-0123456789abcdef")
 SUPERVISOR = SIGNER.issue("boss", "supervisor", None)
@@ -45,13 +45,6 @@ MAX_EXAMPLES = int(os.environ.get("CALLWISE_FUZZ_EXAMPLES", "30"))
 NO_MODELS = cast(SpeechModels, None)  # no call is opened, so no model is ever touched
 FAST = DatabaseSettings(db_pool_min=1, db_pool_max=4, db_connect_timeout_s=3)
 TRACE_MARKERS = ("Traceback", 'File "', "Exception in ASGI", "asyncpg.", "pydantic_core")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def pg() -> Iterator[PgServer]:
-    server = await find_server()
-    yield server
-    await server.close()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

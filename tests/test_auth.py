@@ -10,7 +10,6 @@ import json
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -33,7 +32,7 @@ from assist.auth import (
 from campaigns.db import DatabaseSettings, connect
 from campaigns.migrate import discover
 
-from .pg import PgServer, find_server
+from .pg import PgServer
 
 SECRET = b"s" * 32
 FAST = DatabaseSettings(db_pool_min=1, db_pool_max=4, db_connect_timeout_s=3)
@@ -65,13 +64,6 @@ def claims(**changes) -> dict:
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-async def pg() -> AsyncIterator[PgServer]:
-    server = await find_server()
-    yield server
-    await server.close()
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,7 @@ from dialogue.leaderboard import LeaderboardRule
 from speech import SpeechModels
 
 from .live_app import LiveApp, Reply, request
-from .pg import CuttableProxy, PgServer, find_server
+from .pg import CuttableProxy, PgServer
 
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
@@ -61,13 +61,6 @@ SIGNER = TokenSigner(b"dashboard-test-secret-0123456789")
 SUPERVISOR = SIGNER.issue("boss", "supervisor", None)
 AGENT = SIGNER.issue("agent1", "agent", "A01")
 PASSWORD = "correct horse battery"
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def pg() -> AsyncIterator[PgServer]:
-    server = await find_server()  # tests/pg.py: the local server, else a temporary embedded one
-    yield server
-    await server.close()  # drops the databases made here
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -34,7 +34,7 @@ from speech.audio_file import load_audio
 
 from .conftest import FIXTURES, shared_audio
 from .live_app import LiveApp, request
-from .pg import PgServer, find_server
+from .pg import PgServer
 from .twilio_frames import twilio_messages
 
 MEDIA_TOKEN = "e2e-trunk-token-0123456789"
@@ -42,13 +42,6 @@ PASSWORD = "e2e password, long enough"
 SETTINGS = AppSettings(_env_file=None, media_tokens=[MEDIA_TOKEN])  # type: ignore[call-arg]
 FAST = DatabaseSettings(db_pool_min=1, db_pool_max=4, db_connect_timeout_s=3)
 CARD_RUN = re.compile(r"\d(?:[ -]?\d){12,18}")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def pg() -> AsyncIterator[PgServer]:
-    server = await find_server()
-    yield server
-    await server.close()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -9,7 +9,6 @@ import asyncio
 import gc
 import uuid
 import weakref
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,17 +19,10 @@ from campaigns.store import Store
 from dialogue.suggest import Suggester
 from speech import Utterance
 
-from .pg import CuttableProxy, PgServer, find_server
+from .pg import CuttableProxy, PgServer
 
 FAST = DatabaseSettings(db_connect_timeout_s=2, db_pool_min=0)
 CARD = "4111 1111 1111 1111"
-
-
-@pytest.fixture(scope="module")
-async def pg() -> AsyncIterator[PgServer]:
-    server = await find_server()
-    yield server
-    await server.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import stat
 import types
 import typing
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -40,7 +39,7 @@ from campaigns.store import Store
 from campaigns.validate import Rejection
 from core.events import Event
 
-from .pg import CuttableProxy, PgServer, find_server, private_tmp_dir, with_database
+from .pg import CuttableProxy, PgServer, private_tmp_dir, with_database
 from .test_redaction import SPELLINGS, card_numbers_in, digit_stream, luhn, luhn_cards
 
 T0 = datetime(2025, 10, 9, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
@@ -52,14 +51,6 @@ FAST = DatabaseSettings(db_pool_min=1, db_pool_max=4, db_connect_timeout_s=3)
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-async def pg() -> AsyncIterator[PgServer]:
-    server = await find_server()
-    print(f"\nPostgreSQL for tests: {server.origin}")
-    yield server
-    await server.close()
 
 
 @pytest.fixture(scope="session")
