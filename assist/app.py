@@ -3,24 +3,36 @@
     GET  /healthz                          {"status": "ok", "live_calls": n, "database": "up|down"}
     POST /api/login                        {username, password} -> {token, role, agent_id,
                                            expires_at}; also sets the callwise_token cookie
+    POST /api/logout                       signs this token out (refused from now on, here and
+                                           after a restart) and closes its open streams
     GET  /api/me                           who the token names
-    GET  /api/calls                        the live calls this user may see
+    GET  /api/calls[?recent=true]          the live calls this user may see, as the supervisor's
+                                           list shows them (agent, start, intent, open alerts,
+                                           cards and acceptance); recent: ended ones too
     POST /api/calls/{call_id}/suggestions/{suggestion_id}/feedback   {feedback} -> 202 event
-    POST /api/calls/{call_id}/wrap-up      {disposition} -> 202 event (the agent's outcome)
+    POST /api/calls/{call_id}/wrap-up      {disposition, note?} -> 202 event (the agent's outcome
+                                           and after-call note)
     GET  /api/campaigns                    supervisors: every campaign
     GET  /api/campaigns/{id}/report[?...]  supervisors: the campaign report
+    GET  /login                            the login page (agents land on /sidebar, supervisors
+                                           on /live)
+    GET  /sidebar[?call_id=]               the agent's sidebar: their current call (or the one
+                                           named; read-only for a supervisor)
+    GET  /live                             the supervisor's list of live calls
     GET  /dashboard[?campaign=ID]          the supervisor page (loads without a token and asks
                                            for a login)
-    WS   /events[?call_id=]                a user's live events: the story so far, then live;
-                                           feedback messages in
+    WS   /events[?call_id=]                a user's live events: the story so far (with an
+                                           agent's calls still to wrap up, or the named call's),
+                                           then live; feedback messages in
     WS   /twilio, /media                   Twilio Media Streams (signed, or a media token)
     WS   /pcm?rate=&channels=&call_id=...  raw little-endian 16-bit PCM (a media token)
 
 Users authenticate with `Authorization: Bearer <token>` (from /api/login or minted by an SSO
 desktop, see assist.auth); websockets may also pass `?token=` or the `callwise_token` cookie,
 since browsers cannot set headers on them. Agents see only the calls assigned to their agent
-id; supervisors see all. Media ingress has its own credential, never a user's token. Every
-error is JSON `{"error": "..."}`; nothing answers with a stack trace.
+id and act on them (feedback, wrap-up); supervisors see all, read-only. Media ingress has its
+own credential, never a user's token. Every error is JSON `{"error": "..."}`; nothing answers
+with a stack trace.
 """
 
 from __future__ import annotations
@@ -58,11 +70,19 @@ from campaigns.dashboard import (
     report_query,
 )
 from campaigns.db import Database, is_unavailable
-from core.events import CallEnded, CallEvent, Disposition, Feedback, SuggestionFeedback
+from core.events import (
+    CallEnded,
+    CallEvent,
+    Disposition,
+    Feedback,
+    SuggestionFeedback,
+    WrapUpNote,
+)
 
 from .auth import (
     AuthError,
     Principal,
+    Revocations,
     Role,
     TokenSigner,
     UserStore,
@@ -70,8 +90,11 @@ from .auth import (
     load_secret,
     media_token_ok,
     origin_allowed,
+    token_digest,
 )
 from .bus import CallMeta, Lagged
+from .call_summary import CallSummary
+from .pages import PAGES, csp_for
 from .runtime import Runtime, UnknownCall
 from .settings import AppSettings
 from .transports import (
@@ -87,6 +110,7 @@ from .transports import (
 log = logging.getLogger(__name__)
 
 COOKIE = "callwise_token"
+CAUGHT_UP = json.dumps({"type": "caught_up"})  # /events: the story so far has been sent
 TRY_AGAIN_LATER = 1013  # websocket close code: "try again later"
 LOGIN_CONCURRENCY = 4  # scrypt is CPU work: a burst of logins must not starve the calls
 # a path segment or query value that names a call, suggestion or campaign: printable, no NUL
@@ -123,18 +147,13 @@ class Me(BaseModel):
     expires_at: float
 
 
-class CallSummary(BaseModel):
-    call_id: str
-    agent_id: str | None
-    campaign_id: str
-
-
 class FeedbackRequest(Strict):
     feedback: Feedback
 
 
 class WrapUpRequest(Strict):
     disposition: Disposition
+    note: WrapUpNote | None = None
 
 
 class FeedbackMessage(Strict):
@@ -176,6 +195,9 @@ class Services:
     signer: TokenSigner | None = None
     users: UserStore | None = None
     calls: CallRegistry | None = None
+    revocations: Revocations = field(default_factory=lambda: Revocations(None))
+    # token digest -> the open streams it opened, set when it is signed out
+    streams: dict[str, set[asyncio.Event]] = field(default_factory=dict)
     connect_database: bool = True
     owned: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     login_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(
@@ -219,11 +241,16 @@ async def current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     s = services(request)
+    token = credentials.credentials if credentials else None
     try:
-        return _signer(s).verify(credentials.credentials if credentials else None)
+        principal = _signer(s).verify(token)
     except AuthError as exc:
         raise ApiError(401, f"not logged in: {exc}",
                        {"WWW-Authenticate": 'Bearer realm="callwise"'}) from None
+    if token is not None and s.revocations.is_revoked(token):
+        raise ApiError(401, "not logged in: signed out; log in again",
+                       {"WWW-Authenticate": 'Bearer realm="callwise"'})
+    return principal
 
 
 async def supervisor(principal: Annotated[Principal, Depends(current_user)]) -> Principal:
@@ -247,15 +274,34 @@ def _readable_call(s: Services, principal: Principal, call_id: str) -> CallMeta:
     return meta
 
 
+def _own_call(s: Services, principal: Principal, call_id: str) -> CallMeta:
+    """A call this user may act on: their own (a supervisor watches, read-only)."""
+    meta = _readable_call(s, principal, call_id)
+    if not _acts_on(principal, meta):
+        raise ApiError(403, "read-only: only the call's agent gives feedback and wraps it up")
+    return meta
+
+
+def _acts_on(principal: Principal, meta: CallMeta) -> bool:
+    return principal.agent_id is not None and principal.agent_id == meta.agent_id
+
+
+def _socket_token(ws: WebSocket) -> str | None:
+    return (_bearer_token(ws.headers.get("authorization")) or ws.query_params.get("token")
+            or ws.cookies.get(COOKIE))
+
+
 async def _websocket_user(s: Services, ws: WebSocket) -> Principal | None:
     """The user a websocket's token names, re-checked against the user table (a token outlives
     a disabled account otherwise); None when refused (the socket then is closed with 1008)."""
-    token = (_bearer_token(ws.headers.get("authorization")) or ws.query_params.get("token")
-             or ws.cookies.get(COOKIE))
+    token = _socket_token(ws)
     try:
         principal = _signer(s).verify(token)
     except AuthError as exc:
         await close(ws, POLICY, f"not logged in: {exc}")
+        return None
+    if token is not None and s.revocations.is_revoked(token):
+        await close(ws, POLICY, "signed out; log in again")
         return None
     if s.users is not None:
         try:
@@ -423,6 +469,7 @@ def create_app(
     s = Services(settings or AppSettings(), runtime, database, signer,
                  connect_database=connect_database and database is None)
     assets = load_assets()
+    pages = PAGES.load()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -436,6 +483,16 @@ def create_app(
                 s.owned.append(s.database.close)
         if s.database is not None:
             s.users = UserStore(s.database.pool)
+            s.revocations = Revocations(s.database.pool)
+            try:
+                await s.revocations.load()
+                if not await s.database.pool.fetchval("SELECT count(*) FROM users"):
+                    log.warning("nobody can log in yet: add users with `callwise users add "
+                                "NAME --role agent --agent-id ID` (or run `callwise demo`)")
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                log.warning("signed-out tokens not loaded, database unavailable: %s", exc)
         _signer(s)
         log.warning("callwise serving media (/twilio, /pcm), sidebars (/events), the API and "
                     "the dashboard (/dashboard)%s",
@@ -503,6 +560,27 @@ def create_app(
         return LoginResponse(token=token, role=role, agent_id=agent_id,
                              expires_at=principal.expires_at)
 
+    @app.post("/api/logout", status_code=204, tags=["auth"],
+              responses={k: ERRORS[k] for k in (401, 503)})
+    async def logout(principal: User, response: Response,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                            Depends(bearer)]) -> Response:
+        assert credentials is not None  # current_user verified it
+        token = credentials.credentials
+        try:
+            await s.revocations.revoke(token, principal)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise ApiError(503, "the user database is unavailable now, so signing out "
+                               "would not survive a restart; try again") from None
+            raise
+        for stream in s.streams.pop(token_digest(token), set()):
+            stream.set()
+        answer = Response(status_code=204)
+        answer.delete_cookie(COOKIE, path="/", samesite="strict", httponly=True,
+                             secure=s.settings.cookie_secure)
+        return answer
+
     @app.get("/api/me", response_model=Me, tags=["auth"], responses={401: ERRORS[401]})
     async def me(principal: User) -> Me:
         return Me(**principal.model_dump())
@@ -510,16 +588,16 @@ def create_app(
     # ---- calls -------------------------------------------------------------------------
     @app.get("/api/calls", response_model=list[CallSummary], tags=["calls"],
              responses={401: ERRORS[401]})
-    async def calls(principal: User) -> list[CallSummary]:
-        return [CallSummary(call_id=m.call_id, agent_id=m.agent_id, campaign_id=m.campaign_id)
-                for m in _runtime(s).live_calls() if principal.can_read_call(m.agent_id)]
+    async def calls(principal: User, recent: bool = False) -> list[CallSummary]:
+        return [c for c in _runtime(s).summaries(live_only=not recent)
+                if principal.can_read_call(c.agent_id)]
 
     @app.post("/api/calls/{call_id}/suggestions/{suggestion_id}/feedback", status_code=202,
               response_model=SuggestionFeedback, tags=["calls"],
               responses={k: ERRORS[k] for k in (401, 403, 404, 422)})
     async def feedback(call_id: CallId, suggestion_id: SuggestionId, body: FeedbackRequest,
                        principal: User) -> SuggestionFeedback:
-        _readable_call(s, principal, call_id)
+        _own_call(s, principal, call_id)
         try:
             return await _runtime(s).feedback(call_id, suggestion_id, body.feedback,
                                               principal.username)
@@ -529,9 +607,10 @@ def create_app(
     @app.post("/api/calls/{call_id}/wrap-up", status_code=202, response_model=CallEnded,
               tags=["calls"], responses={k: ERRORS[k] for k in (401, 403, 404, 422)})
     async def wrap_up(call_id: CallId, body: WrapUpRequest, principal: User) -> CallEnded:
-        _readable_call(s, principal, call_id)
+        _own_call(s, principal, call_id)
         try:
-            return await _runtime(s).wrap_up(call_id, body.disposition, principal.username)
+            return await _runtime(s).wrap_up(call_id, body.disposition, principal.username,
+                                             body.note)
         except UnknownCall as exc:
             raise ApiError(404, str(exc)) from None
 
@@ -598,7 +677,20 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     async def root() -> Response:
-        return RedirectResponse("/dashboard", status_code=302)
+        return RedirectResponse("/login", status_code=302)
+
+    def page(path: str) -> Callable[[], Awaitable[Response]]:
+        body, ctype = pages[path]
+        csp = csp_for(path, s.settings.frame_ancestors)
+
+        async def serve() -> Response:
+            return Response(body, headers={"Content-Security-Policy": csp,
+                                           "Content-Type": ctype})
+
+        return serve
+
+    for path in pages:
+        app.add_api_route(path, page(path), methods=["GET", "HEAD"], include_in_schema=False)
 
     def asset(path: str) -> Callable[[], Awaitable[Response]]:
         body, ctype = assets[path]
@@ -712,8 +804,32 @@ async def _events(s: Services, ws: WebSocket) -> None:
     def accepts(event: CallEvent, meta: CallMeta) -> bool:
         return principal.can_read_call(meta.agent_id) and call_id in (None, meta.call_id)
 
-    await ws.accept()
-    sub, story = runtime.subscribe(accepts)
+    def ended_story(meta: CallMeta, summary: CallSummary) -> bool:
+        # a sidebar coming back after the call: that call's story, or an agent's calls still
+        # to wrap up; a supervisor's list is about live calls
+        if call_id is not None:
+            return meta.call_id == call_id
+        return not principal.is_supervisor and not summary.wrapped_up
+
+    token = _socket_token(ws) or ""
+    signed_out = asyncio.Event()
+    s.streams.setdefault(token_digest(token), set()).add(signed_out)
+    try:
+        await ws.accept()
+        await _stream(s, ws, principal, runtime, accepts, ended_story, signed_out)
+    finally:
+        streams = s.streams.get(token_digest(token))
+        if streams is not None:
+            streams.discard(signed_out)
+            if not streams:
+                s.streams.pop(token_digest(token), None)
+
+
+async def _stream(s: Services, ws: WebSocket, principal: Principal, runtime: Runtime,
+                  accepts: Callable[[CallEvent, CallMeta], bool],
+                  ended_story: Callable[[CallMeta, CallSummary], bool],
+                  signed_out: asyncio.Event) -> None:
+    sub, story = runtime.subscribe(accepts, ended=ended_story)
     lock = asyncio.Lock()
 
     async def send(text: str) -> None:
@@ -723,6 +839,8 @@ async def _events(s: Services, ws: WebSocket) -> None:
     async def out() -> tuple[int, str]:
         for event in story:
             await send(event.model_dump_json())
+        # what follows happens now: a screen measures and alerts on it, not on the story
+        await send(CAUGHT_UP)
         try:
             async for event in sub:
                 await send(event.model_dump_json())
@@ -739,8 +857,13 @@ async def _events(s: Services, ws: WebSocket) -> None:
             if reply is not None:
                 await send(json.dumps(reply))
 
+    async def until_signed_out() -> tuple[int, str]:
+        await signed_out.wait()
+        return POLICY, "signed out; log in again"
+
     tasks = [asyncio.create_task(out(), name="events-out"),
-             asyncio.create_task(into(), name="events-in")]
+             asyncio.create_task(into(), name="events-in"),
+             asyncio.create_task(until_signed_out(), name="events-signed-out")]
     try:
         left = max(0.0, principal.expires_at - time.time())
         done, _ = await asyncio.wait(tasks, timeout=left, return_when=asyncio.FIRST_COMPLETED)
@@ -777,6 +900,8 @@ async def _on_sidebar_message(runtime: Runtime, principal: Principal,
     meta = runtime.meta(message.call_id)
     if meta is None or not principal.can_read_call(meta.agent_id):
         return {"type": "error", "detail": f"no call {message.call_id!r} of yours"}
+    if not _acts_on(principal, meta):
+        return {"type": "error", "detail": "read-only: only the call's agent gives feedback"}
     try:
         await runtime.feedback(message.call_id, message.suggestion_id, message.feedback,
                                principal.username)

@@ -34,9 +34,11 @@ example, in Python:
     s = base64.urlsafe_b64encode(hmac.new(secret, p, hashlib.sha256).digest()).rstrip(b"=")
     token = (p + b"." + s).decode()
 
-Tokens are stateless: disabling a user or changing a password does not revoke a token already
-issued, which stays valid until it expires. Callers that must act on revocation at once (a
-websocket that stays open for hours) check `UserStore.get(username)` when they accept it.
+Tokens are stateless but for signing out: `Revocations` keeps the sha256 of each token signed
+out before it expired (in PostgreSQL, so a restart does not bring it back), and the app refuses
+those. Disabling a user or changing a password does not revoke a token already issued, which
+stays valid until it expires. Callers that must act on that at once (a websocket that stays
+open for hours) check `UserStore.get(username)` when they accept it.
 """
 
 from __future__ import annotations
@@ -440,6 +442,49 @@ class UserStore:
                 "SELECT role, agent_id, disabled FROM users WHERE username = $1", username
             )
         return None if row is None else (row["role"], row["agent_id"], row["disabled"])
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class Revocations:
+    """Tokens signed out before they expired (table `revoked_tokens`, migration 0004), with an
+    in-memory copy so that checking one costs no query. `pool` None: memory only."""
+
+    def __init__(self, pool: asyncpg.Pool | None, clock: Callable[[], float] = time.time
+                 ) -> None:
+        self.pool = pool
+        self._clock = clock
+        self._revoked: dict[str, float] = {}  # digest -> unix expiry
+
+    async def load(self) -> None:
+        """Read the tokens still unexpired that were signed out (at start-up)."""
+        if self.pool is None:
+            return
+        async with self.pool.acquire() as conn:
+            await conn.execute("DELETE FROM revoked_tokens WHERE expires_at < now()")
+            rows = await conn.fetch("SELECT token_sha256, extract(epoch FROM expires_at) AS exp "
+                                    "FROM revoked_tokens")
+        self._revoked.update({r["token_sha256"]: float(r["exp"]) for r in rows})
+
+    async def revoke(self, token: str, principal: Principal) -> None:
+        """Sign this token out: refused from now on, here at once and after a restart."""
+        digest = token_digest(token)
+        self._revoked[digest] = principal.expires_at
+        now = self._clock()
+        for key in [k for k, exp in self._revoked.items() if exp < now]:
+            del self._revoked[key]
+        if self.pool is None:
+            return
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO revoked_tokens (token_sha256, username, expires_at) "
+                "VALUES ($1, $2, to_timestamp($3)) ON CONFLICT DO NOTHING",
+                digest, principal.username, principal.expires_at)
+
+    def is_revoked(self, token: str) -> bool:
+        return token_digest(token) in self._revoked
 
 
 DEMO_USERS: tuple[tuple[str, Role, str | None], ...] = (

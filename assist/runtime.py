@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 from uuid import uuid4
 
@@ -23,12 +24,24 @@ from pydantic import BaseModel, Field, ValidationError
 
 from campaigns.models import Campaign
 from campaigns.outbox import StoreWriter
-from core.events import STORED_TYPES, CallEnded, CallEvent, Disposition, SuggestionFeedback
+from core.events import (
+    STORED_TYPES,
+    CallEnded,
+    CallEvent,
+    Disposition,
+    SuggestionFeedback,
+    UtteranceSaid,
+    WrapUpDrafted,
+    WrapUpNote,
+)
 from dialogue.suggest import Suggester
+from dialogue.types import Turn
+from dialogue.wrapup import draft_note
 from speech import SpeechModels
 from speech.asr import check_language
 
 from .bus import CallMeta, EventFilter, Hub, Subscription
+from .call_summary import CallSummary, SummaryTracker
 from .session import CallInfo, CallSession, SessionConfig
 
 if TYPE_CHECKING:
@@ -57,7 +70,10 @@ class UnknownCall(LookupError):
 class RuntimeConfig(BaseModel):
     max_calls: int = Field(64, ge=1, description="live calls at once; more are refused")
     ended_calls_kept: int = Field(500, ge=0, description="ended calls whose wrap-up and "
-                                  "feedback are still accepted (metadata only)")
+                                  "feedback are still accepted")
+    ended_stories_kept: int = Field(100, ge=0, description="of those, the most recent whose "
+                                    "events a reconnecting screen still gets (the wrap-up view)")
+    wrap_up_drafts: bool = Field(True, description="draft a wrap-up note when a call ends")
     default_language: str | None = "en"
     default_campaign: str = DEFAULT_CAMPAIGN
     session: SessionConfig = Field(default_factory=SessionConfig)
@@ -106,6 +122,16 @@ def call_info(params: Mapping[str, str], *, layout: str, call_id: str | None = N
 CallInfo.from_params = staticmethod(call_info)  # type: ignore[attr-defined]
 
 
+@dataclass
+class CallLog:
+    """What the runtime keeps of a call for screens, live or recently ended."""
+
+    meta: CallMeta
+    story: deque[CallEvent]
+    tracker: SummaryTracker
+    wrap_up: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
 class Runtime:
     def __init__(self, speech: SpeechModels, suggester: Suggester | None,
                  writer: StoreWriter | None = None, config: RuntimeConfig | None = None) -> None:
@@ -116,7 +142,7 @@ class Runtime:
         # that reads every call's frames must never run it.
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="callwise-dialogue")
         self._calls: dict[str, CallSession] = {}
-        self._ended: OrderedDict[str, CallMeta] = OrderedDict()
+        self._logs: OrderedDict[str, CallLog] = OrderedDict()  # live and recent ended calls
         self._known_campaigns: set[str] = set()
         self._record: asyncio.Queue[CallEvent] = asyncio.Queue()
         self._recorder: asyncio.Task[None] | None = None
@@ -182,6 +208,9 @@ class Runtime:
         except ValueError as exc:
             raise CallRejected(str(exc)) from exc
         self._calls[info.call_id] = session
+        self._logs.pop(info.call_id, None)  # a call id reused after its call ended
+        self._logs[info.call_id] = CallLog(session.meta, session.story, SummaryTracker(
+            info.call_id, info.agent_id, info.campaign_id))
         session.start()
         log.info("call %s started (%s, agent %s, campaign %s)", info.call_id, info.layout,
                  info.agent_id, info.campaign_id)
@@ -191,12 +220,71 @@ class Runtime:
         try:
             await session.end(reason)
         finally:
-            if self._calls.get(session.info.call_id) is session:
-                del self._calls[session.info.call_id]
-                self._ended[session.info.call_id] = session.meta
-                while len(self._ended) > self.config.ended_calls_kept:
-                    self._ended.popitem(last=False)
-            log.info("call %s ended (%s)", session.info.call_id, reason or "hang-up")
+            call_id = session.info.call_id
+            if self._calls.get(call_id) is session:
+                del self._calls[call_id]
+                self._logs.move_to_end(call_id)
+                self._forget_old_calls()
+                record = self._logs.get(call_id)
+                if record is not None and self.config.wrap_up_drafts and not self._closing:
+                    record.wrap_up = asyncio.create_task(
+                        self._draft_wrap_up(record, session.info.language),
+                        name=f"wrap-up-{call_id}")
+            log.info("call %s ended (%s)", call_id, reason or "hang-up")
+
+    def _forget_old_calls(self) -> None:
+        ended = [k for k in self._logs if k not in self._calls]  # oldest first
+        drop = max(0, len(ended) - self.config.ended_calls_kept)
+        for call_id in ended[:drop]:
+            del self._logs[call_id]
+        kept = ended[drop:]
+        for call_id in kept[:max(0, len(kept) - self.config.ended_stories_kept)]:
+            self._logs[call_id].story = deque(maxlen=0)  # the summary stays
+
+    async def _draft_wrap_up(self, record: CallLog, language: str | None) -> None:
+        """An extractive note at once, then the LLM's (the agent may be typing already: a
+        screen keeps their edits)."""
+        lines = _latest_utterances(record.story)
+        if not lines:
+            return
+        turns = [Turn(speaker="agent" if e.role in ("agent", "bot") else "customer", text=e.text)
+                 for e in lines]
+        language = language or next((e.language for e in lines if e.language), None)
+        llm = self.suggester.llm if self.suggester is not None else None
+
+        def publish(note: WrapUpNote, source: Literal["llm", "extractive"]) -> None:
+            event = WrapUpDrafted(call_id=record.meta.call_id, note=note, source=source)
+            record.story.append(event)
+            self._publish(event, record.meta)
+
+        try:
+            publish(*await draft_note(None, turns, language))
+            if llm is not None:
+                await self._llm_idle()
+                note, source = await draft_note(llm, turns, language)
+                if source == "llm":
+                    publish(note, source)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("call %s: the wrap-up draft failed; the agent writes it",
+                          record.meta.call_id)
+
+    async def wrap_up_drafted(self, call_id: str, timeout_s: float = 60.0) -> None:
+        """Wait (at most `timeout_s`) for an ended call's wrap-up drafts to be published."""
+        record = self._logs.get(call_id)
+        if record is not None and record.wrap_up is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(record.wrap_up), timeout_s)
+
+    async def _llm_idle(self, patience_s: float = 60.0) -> None:
+        """Wait (a while) until no live call is waiting for its LLM reply: those are read out
+        to a customer now, a wrap-up note can wait seconds."""
+        deadline = asyncio.get_running_loop().time() + patience_s
+        # polled: a reply starts and ends many times a minute, and nothing waits on it otherwise
+        while any(s.writing_reply for s in self._calls.values()) \
+                and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.5)
 
     def session(self, call_id: str) -> CallSession | None:
         return self._calls.get(call_id)
@@ -205,16 +293,25 @@ class Runtime:
         return [s.meta for s in self._calls.values()]
 
     def meta(self, call_id: str) -> CallMeta | None:
-        live = self._calls.get(call_id)
-        return live.meta if live is not None else self._ended.get(call_id)
+        record = self._logs.get(call_id)
+        return record.meta if record is not None else None
+
+    def summaries(self, live_only: bool = True) -> list[CallSummary]:
+        """What the supervisor's list shows, oldest call first."""
+        return [r.tracker.summary() for k, r in self._logs.items()
+                if not live_only or k in self._calls]
 
     # ---- screens -------------------------------------------------------------------------
-    def subscribe(self, accepts: EventFilter, maxsize: int = 2000
+    def subscribe(self, accepts: EventFilter, maxsize: int = 2000, *,
+                  ended: Callable[[CallMeta, CallSummary], bool] | None = None
                   ) -> tuple[Subscription, list[CallEvent]]:
         """A subscription and the story so far of every live call it may see, taken together
-        (nothing runs between the two), so no event is missed or seen twice."""
+        (nothing runs between the two), so no event is missed or seen twice. `ended` picks the
+        ended calls whose story comes too (a sidebar reconnecting during the wrap-up)."""
         sub = self.hub.subscribe(accepts, maxsize)
-        story = [e for s in self._calls.values() for e in s.story if accepts(e, s.meta)]
+        story = [e for k, r in self._logs.items()
+                 if k in self._calls or (ended is not None and ended(r.meta, r.tracker.summary()))
+                 for e in r.story if accepts(e, r.meta)]
         return sub, story
 
     async def feedback(self, call_id: str, suggestion_id: str,
@@ -222,33 +319,41 @@ class Runtime:
                        ) -> SuggestionFeedback:
         live = self._calls.get(call_id)
         if live is None:
-            if call_id not in self._ended:
+            record = self._logs.get(call_id)
+            if record is None:
                 raise UnknownCall(f"no live or recent call {call_id}")
             # The call is over, the card was on screen: the store knows whether it exists.
             event = SuggestionFeedback(call_id=call_id, suggestion_id=suggestion_id,
                                        feedback=feedback, by=by)
-            self._publish(event, self._ended[call_id])
+            record.story.append(event)
+            self._publish(event, record.meta)
             return event
         try:
             return live.feedback(suggestion_id, feedback, by)
         except KeyError as exc:
             raise UnknownCall(f"no suggestion {suggestion_id} on call {call_id}") from exc
 
-    async def wrap_up(self, call_id: str, disposition: Disposition, by: str | None) -> CallEnded:
-        """The agent's outcome for the call: a later call_ended that carries it."""
-        meta = self.meta(call_id)
-        if meta is None:
+    async def wrap_up(self, call_id: str, disposition: Disposition, by: str | None,
+                      note: WrapUpNote | None = None) -> CallEnded:
+        """The agent's outcome for the call, with their note: a later call_ended that carries
+        it (saved again, the latest wins)."""
+        record = self._logs.get(call_id)
+        if record is None:
             raise UnknownCall(f"no live or recent call {call_id}")
-        event = CallEnded(call_id=call_id, disposition=disposition,
+        event = CallEnded(call_id=call_id, disposition=disposition, note=note, by=by,
                           reason=f"wrap-up by {by}" if by else None)
-        live = self._calls.get(call_id)
-        if live is not None:
-            live.story.append(event)
-        self._publish(event, meta)
+        if call_id not in self._calls:  # a live session's story is appended by itself
+            record.story.append(event)
+        else:
+            self._calls[call_id].story.append(event)
+        self._publish(event, record.meta)
         return event
 
     # ---- out -----------------------------------------------------------------------------
     def _publish(self, event: CallEvent, meta: CallMeta) -> None:
+        record = self._logs.get(meta.call_id)
+        if record is not None:
+            record.tracker.observe(event)
         self.hub.publish(event, meta)
         if self.writer is not None and event.type in STORED_TYPES:
             self._record.put_nowait(event)
@@ -299,6 +404,10 @@ class Runtime:
             self._warm_up.cancel()
         await asyncio.gather(*(self.end_call(s, "server shutting down")
                                for s in list(self._calls.values())), return_exceptions=True)
+        drafts = [r.wrap_up for r in self._logs.values() if r.wrap_up is not None]
+        for task in drafts:
+            task.cancel()
+        await asyncio.gather(*drafts, return_exceptions=True)
         await self.recorded()
         if self._recorder is not None:
             self._recorder.cancel()
@@ -307,3 +416,12 @@ class Runtime:
         if self.suggester is not None and self.suggester.llm is not None:
             await self.suggester.llm.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _latest_utterances(story: deque[CallEvent]) -> list[UtteranceSaid]:
+    """The call's lines in order, each at its latest revision."""
+    latest: dict[int, UtteranceSaid] = {}
+    for e in story:
+        if e.type == "utterance" and (e.seq not in latest or e.revision >= latest[e.seq].revision):
+            latest[e.seq] = e
+    return [latest[k] for k in sorted(latest)]

@@ -11,7 +11,12 @@
         │                                            or SuggestionWithheld (guardrail, LLM down,
         │                                            superseded by the customer's next turn)
         │             agent turn ──> guardrails ──> ComplianceAlert (forbidden claim, card read out)
-        └ end() ──> flush ──> CallEnded; the session is released
+        │                        disclosures ──> DisclosureStatus made (due at the start; overdue
+        │                                        and a ComplianceAlert once the audio clock
+        │                                        passes the deadline without it)
+        │             customer turn with a card number ──> ComplianceAlert (pii_spoken, redacted)
+        └ end() ──> flush ──> CallEnded; the session is released (the runtime keeps its story
+                              and drafts the wrap-up note)
 
 Every event goes to `publish` (the runtime: the hub for screens, the store writer for the
 record). The 20 ms audio path never waits on dialogue: finals queue up for one worker task per
@@ -43,6 +48,7 @@ from core.events import (
     CallStarted,
     Citation,
     ComplianceAlert,
+    DisclosureStatus,
     IntentDetected,
     OverrideRaised,
     Role,
@@ -53,7 +59,7 @@ from core.events import (
     TranscriptPartial,
     UtteranceSaid,
 )
-from dialogue.guardrails import check
+from dialogue.guardrails import DisclosureTracker, check
 from dialogue.llm import LLMError
 from dialogue.redaction import redact
 from dialogue.suggest import Assist, Suggester, Suggestion
@@ -87,6 +93,9 @@ class SessionConfig(BaseModel):
     draft_interval_s: float = Field(0.15, description="at most one draft event this often")
     story_limit: int = Field(5000, description="events kept for a screen that (re)connects")
     llm: bool = True
+    disclosure_grace_s: float = Field(
+        4.0, description="how long after a disclosure's deadline to wait for the final of an "
+        "utterance still being transcribed before calling it overdue")
 
 
 @dataclass
@@ -126,6 +135,11 @@ class CallSession:
         self._shown: set[str] = set()
         self._pending: _Pending | None = None
         self._finals: asyncio.Queue[Utterance | None] = asyncio.Queue()
+        self.disclosures = DisclosureTracker(automated=info.channel == "ai")
+        self._audio_s = [0.0, 0.0]  # audio received per channel: the call's clock
+        self._overdue_rules: set[str] = set()
+        self._alerted: set[tuple[int, str]] = set()
+        self._next_due = self._first_due()
         speech_config = CallConfig(call_id=info.call_id, layout=info.layout,
                                    provisional_finals=info.layout == "mono")
         speech_config.streaming.language = info.language
@@ -144,11 +158,27 @@ class CallSession:
                                   agent_id=i.agent_id or "unassigned"))
         # Media only flows once the call is connected: a streamed call is an answered call.
         self._publish(CallAnswered(call_id=i.call_id))
+        for rule in self.disclosures.rules:
+            self._publish(DisclosureStatus(call_id=i.call_id, rule=rule.name, why=rule.why,
+                                           due_s=rule.due_seconds, status="due"))
 
     def accept(self, channel: int, samples: np.ndarray, sample_rate: int) -> None:
         """Float32 samples of one channel at their own rate; returns at once."""
         if not self.ended:
             self.transcriber.accept(channel, samples, sample_rate)
+            self._audio_s[channel] += len(samples) / sample_rate
+            if self._next_due is not None and self.elapsed_s >= self._next_due:
+                self._overdue()
+
+    @property
+    def writing_reply(self) -> bool:
+        """Whether the LLM is writing a reply for this call now."""
+        return self._pending is not None and not self._pending.task.done()
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds of the call so far, by its audio (a replay faster than real time agrees)."""
+        return max(self._audio_s)
 
     async def end(self, reason: str | None = None) -> None:
         """Flush speech, let the last turn's cards out, record the end. Safe to call twice."""
@@ -236,6 +266,9 @@ class CallSession:
         checked = await loop.run_in_executor(self._executor, check, u.text,
                                              "agent" if role == "agent" else "customer")
         turn.text = checked.text
+        if role != "customer":
+            # A mono call's speaker not known yet may be the agent reading it out.
+            self._disclosed(turn, u)
         if role == "agent" or self.suggester is None or self.info.channel == "ai":
             turn.intent = None
             self._publish(self._utterance_event(turn, u))
@@ -251,9 +284,11 @@ class CallSession:
             # The words stay on screen and in the record; only this turn's cards are lost.
             log.exception("call %s: dialogue failed on turn %d", self.info.call_id, turn.seq)
             self._publish(self._utterance_event(turn, u))
+            self._customer_alerts(turn, checked.findings)
             return
         turn.intent = assist.intent.label
         self._publish(self._utterance_event(turn, u))
+        self._customer_alerts(turn, checked.findings)
         self._publish(IntentDetected(call_id=self.info.call_id, seq=turn.seq,
                                      intent=assist.intent.label,
                                      confidence=min(1.0, max(0.0, assist.intent.confidence)),
@@ -330,7 +365,8 @@ class CallSession:
                 if now - last_draft >= self.config.draft_interval_s:
                     last_draft = now
                     self._publish(SuggestionDraft(call_id=self.info.call_id, suggestion_id=sid,
-                                                  seq=turn.seq, text=redact("".join(pieces)).text))
+                                                  seq=turn.seq, text=redact("".join(pieces)).text,
+                                                  latency_ms=_since(u.audio_end_wallclock)))
         except LLMError as exc:
             self._withhold(sid, turn.seq, "llm_error", [], str(exc))
             return
@@ -358,14 +394,59 @@ class CallSession:
     def _agent_alerts(self, turn: _Turn, findings: list) -> None:  # type: ignore[type-arg]
         for f in findings:
             if f.kind == "forbidden_claim":
-                kind, severity = "forbidden_claim", "critical"
+                self._alert(turn, "forbidden_claim", f.rule, "critical", f.why)
             elif f.kind == "pii" and turn.role == "agent":
-                kind, severity = "pii_spoken", "warning"
-            else:
-                continue
-            self._publish(ComplianceAlert(call_id=self.info.call_id, seq=turn.seq, kind=kind,
-                                          rule=f.rule[:128], severity=severity, why=f.why[:500],
-                                          role=turn.role))
+                self._alert(turn, "pii_spoken", f.rule, "warning", f.why)
+
+    def _customer_alerts(self, turn: _Turn, findings: list) -> None:  # type: ignore[type-arg]
+        # What the customer reads out is redacted before anyone sees it; the agent is told, so
+        # they do not ask for it again or write it down.
+        kinds = sorted({f.rule for f in findings if f.kind == "pii"})
+        if kinds:
+            self._alert(turn, "pii_spoken", kinds[0], "info",
+                        f"the customer said {', '.join(kinds)}: redacted from the transcript "
+                        "and the record; do not write it down")
+
+    def _alert(self, turn: _Turn, kind: Literal["forbidden_claim", "pii_spoken"], rule: str,
+               severity: Literal["info", "warning", "critical"], why: str) -> None:
+        # A speaker correction re-reads the same words: one alert per line and rule.
+        if (turn.seq, rule) in self._alerted:
+            return
+        self._alerted.add((turn.seq, rule))
+        self._publish(ComplianceAlert(call_id=self.info.call_id, seq=turn.seq, kind=kind,
+                                      rule=rule[:128], severity=severity, why=why[:500],
+                                      role=turn.role))
+
+    # ---- disclosures ---------------------------------------------------------------------
+    def _first_due(self) -> float | None:
+        dues = [r.due_seconds for r in self.disclosures.rules
+                if r.due_seconds is not None and r.name not in self.disclosures.made
+                and r.name not in self._overdue_rules]
+        return min(dues) + self.config.disclosure_grace_s if dues else None
+
+    def _disclosed(self, turn: _Turn, u: Utterance) -> None:
+        for name in self.disclosures.hear(turn.text, "agent", u.start):
+            rule = next(r for r in self.disclosures.rules if r.name == name)
+            self._publish(DisclosureStatus(call_id=self.info.call_id, rule=name, why=rule.why,
+                                           due_s=rule.due_seconds, status="made",
+                                           said_at_s=u.start, seq=turn.seq))
+        self._next_due = self._first_due()
+
+    def _overdue(self) -> None:
+        """Disclosures whose deadline (plus the grace for a final still on its way) the call's
+        audio has passed: each reported once, as a status and as a compliance alert."""
+        now = self.elapsed_s - self.config.disclosure_grace_s
+        for finding in self.disclosures.overdue(now):
+            rule = next(r for r in self.disclosures.rules if r.name == finding.rule)
+            self._overdue_rules.add(rule.name)
+            self._publish(DisclosureStatus(call_id=self.info.call_id, rule=rule.name,
+                                           why=rule.why, due_s=rule.due_seconds,
+                                           status="overdue"))
+            self._publish(ComplianceAlert(
+                call_id=self.info.call_id, kind="disclosure_missing", rule=rule.name,
+                severity="warning", role="agent",
+                why=f"not said within {rule.due_seconds:g} s: {rule.why}"[:500]))
+        self._next_due = self._first_due()
 
     # ---- out -----------------------------------------------------------------------------
     def _publish(self, event: CallEvent) -> None:

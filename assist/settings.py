@@ -10,6 +10,7 @@ Lists may be written as JSON (`["https://a.example"]`) or comma-separated
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from dialogue.llm import LLMSettings
 from speech.settings import SpeechSettings
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
 def _split(value: Any) -> Any:
@@ -82,14 +85,26 @@ class AppSettings(BaseSettings):
                                    description="speech models (CALLWISE_* variables)")
     llm: LLMSettings = Field(default_factory=LLMSettings,
                              description="the reply LLM (CALLWISE_LLM_* variables)")
+    frame_ancestors: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins whose pages may embed the agent's sidebar "
+        "in a frame (the agent desktop), comma-separated; empty: only callwise's own pages")
     cookie_secure: bool = Field(
         False, description="mark the login cookie Secure (set it when served over https)"
     )
 
-    @field_validator("allowed_origins", "media_tokens", mode="before")
+    @field_validator("allowed_origins", "media_tokens", "frame_ancestors", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split(value)
+
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _origins_only(cls, origins: list[str]) -> list[str]:
+        # they go into a Content-Security-Policy header as they are
+        bad = [o for o in origins if not _ORIGIN.fullmatch(o)]
+        if bad:
+            raise ValueError(f"not an origin (https://host[:port]): {bad[0]!r}")
+        return origins
 
     @field_validator("media_tokens")
     @classmethod

@@ -33,6 +33,13 @@ def render(event: CallEvent) -> str | None:
             return f"          LLM reply withheld ({event.reason}): {event.detail}"
         case "compliance_alert":
             return f"          ALERT {event.severity} {event.kind} ({event.rule}): {event.why}"
+        case "disclosure" if event.status != "due":
+            when = f" at {event.said_at_s:.0f} s" if event.said_at_s is not None else ""
+            return f"          disclosure {event.rule}: {event.status}{when}"
+        case "wrap_up_draft":
+            n = event.note
+            return (f"          wrap-up draft ({event.source}): reason: {n.reason or '-'} | "
+                    f"agreed: {n.agreed or '-'} | next: {n.next_step or '-'}")
         case "override":
             return f"          OVERRIDE {event.action}: {event.why}"
         case "call_ended":

@@ -236,6 +236,7 @@ async def _demo_live(speed: float) -> int:
         info = CallInfo(call_id=f"demo-{uuid4().hex[:12]}", agent_id="A01", language="en",
                         layout="stereo", channel_roles=["agent", "customer"])
         await replay_file(runtime, DEMO_CALL, info, speed=speed)
+        await runtime.wrap_up_drafted(info.call_id, timeout_s=60)
         await runtime.recorded()
         sub.close()
         await printer
@@ -251,9 +252,54 @@ async def _demo_live(speed: float) -> int:
         print(f"\nrecorded in {store.db.where}: call {info.call_id}, {counts['calls']} call row, "
               f"{counts['utterances']} utterances (redacted), {counts['suggestions']} "
               "suggestions shown")
+        from assist.auth import ensure_demo_users
+
+        created = await ensure_demo_users(store.db.pool)
+        who = ", ".join(f"{name} / {password}" for name, password in created.items())
+        print("\nthe agent's sidebar and the supervisor's live calls in a browser: `callwise "
+              "serve`, then http://127.0.0.1:8765/login" + (
+                  f" (demo users, created now: {who}; agent1's calls carry agent_id A01)"
+                  if created else " (the demo users agent1, agent2 and supervisor exist)"))
     finally:
         await runtime.aclose()
     return 0
+
+
+async def _users(args: argparse.Namespace) -> int:
+    """`callwise users add NAME --role agent --agent-id A01` (the password from
+    CALLWISE_NEW_PASSWORD or a prompt), `callwise users list`."""
+    import getpass
+
+    from assist.auth import UserStore
+    from campaigns.db import DatabaseError, connect
+
+    try:
+        db = await connect()
+    except DatabaseError as exc:
+        print(f"callwise: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.action == "list":
+            for r in await db.pool.fetch("SELECT username, role, agent_id, disabled FROM users "
+                                         "ORDER BY username"):
+                print(f"{r['username']:24s} {r['role']:10s} {r['agent_id'] or '-':10s}"
+                      f"{' (disabled)' if r['disabled'] else ''}")
+            return 0
+        if not args.username:
+            print("callwise: users add needs a username", file=sys.stderr)
+            return 2
+        password = os.environ.get("CALLWISE_NEW_PASSWORD") or getpass.getpass(
+            f"password for {args.username}: ")
+        try:
+            await UserStore(db.pool).create(args.username, password, args.role, args.agent_id)
+        except ValueError as exc:
+            print(f"callwise: {exc}", file=sys.stderr)
+            return 2
+        print(f"added {args.role} {args.username}"
+              f"{f' (calls of agent {args.agent_id})' if args.agent_id else ''}")
+        return 0
+    finally:
+        await db.close()
 
 
 async def _demo_campaign() -> int:
@@ -311,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a call's language when it names none (default: CALLWISE_LANGUAGE "
                      "or en)")
 
+    users = sub.add_parser("users", help="the people who log in to the sidebar and live view")
+    users.add_argument("action", choices=["add", "list"])
+    users.add_argument("username", nargs="?")
+    users.add_argument("--role", choices=["agent", "supervisor"], default="agent")
+    users.add_argument("--agent-id", help="agents: the id their calls carry (agent_id)")
+
     models = sub.add_parser("models", help="list the models and where they come from")
     models.add_argument("action", nargs="?", choices=["list", "install"], default="list")
     models.add_argument("--json", action="store_true")
@@ -341,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         from .dialogue_cli import run as run_dialogue
 
         return run_dialogue(args)
+    if args.command == "users":
+        return asyncio.run(_users(args))
     if args.command == "serve":
         from pydantic import ValidationError
 

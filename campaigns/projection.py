@@ -135,8 +135,10 @@ WHERE s.id = f.id
   AND (s.feedback_at IS NULL OR f.at > s.feedback_at
        OR (f.at = s.feedback_at AND f.feedback IS DISTINCT FROM s.feedback));
 
-UPDATE calls c SET ended_at = e.at, disposition = e.disposition
-FROM (SELECT DISTINCT ON (call_id) call_id, at, payload->>'disposition' AS disposition
+UPDATE calls c SET ended_at = e.at, disposition = e.disposition,
+                   wrap_up_note = e.note, wrapped_up_by = e.by
+FROM (SELECT DISTINCT ON (call_id) call_id, at, payload->>'disposition' AS disposition,
+             nullif(payload->'note', 'null'::jsonb) AS note, payload->>'by' AS by
       FROM _cw_todo WHERE type = 'call_ended'
       ORDER BY call_id, at DESC, event_id DESC) e
 WHERE c.id = e.call_id AND (c.ended_at IS NULL OR e.at > c.ended_at);

@@ -65,6 +65,22 @@ class CallAnswered(Event):
     type: Literal["call_answered"] = "call_answered"
 
 
+_FREE = {"free_text": True}  # what someone wrote: the store redacts it (campaigns.validate)
+
+
+class WrapUpNote(BaseModel):
+    """The after-call note an agent saves with the disposition (drafted for them, editable)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field("", max_length=500, description="why the customer called (or was "
+                        "called)", json_schema_extra=_FREE)
+    agreed: str = Field("", max_length=1000, description="what was agreed or decided",
+                        json_schema_extra=_FREE)
+    next_step: str = Field("", max_length=500, description="who does what next, and when",
+                           json_schema_extra=_FREE)
+
+
 class CallEnded(Event):
     type: Literal["call_ended"] = "call_ended"
     disposition: Disposition | None = Field(
@@ -72,6 +88,17 @@ class CallEnded(Event):
         "call_ended with one (the agent's wrap-up) wins")
     reason: str | None = Field(None, max_length=500,
                                description="why the call ended, when not a normal hang-up")
+    note: WrapUpNote | None = Field(None, description="the agent's wrap-up note")
+    by: str | None = Field(None, max_length=128, description="the user who wrapped it up")
+
+
+class WrapUpDrafted(Event):
+    """A wrap-up note written for the agent from the redacted transcript, after the call: an
+    extractive one at once, then the LLM's when it is ready (a screen keeps the agent's edits)."""
+
+    type: Literal["wrap_up_draft"] = "wrap_up_draft"
+    note: WrapUpNote
+    source: Literal["llm", "extractive"]
 
 
 # -- speech -----------------------------------------------------------------------------------
@@ -153,6 +180,8 @@ class SuggestionDraft(Event):
     suggestion_id: str = _ID
     seq: int = Field(ge=0)
     text: str = Field(description="the draft so far")
+    latency_ms: float | None = Field(None, ge=0, description="since the customer's audio "
+                                     "ended (the first draft's is the LLM's first text)")
 
 
 class SuggestionShown(Event):
@@ -196,6 +225,20 @@ class ComplianceAlert(Event):
     role: Role = "unknown"
 
 
+class DisclosureStatus(Event):
+    """Where a required disclosure stands on our side of the call: `due` at the start (with its
+    deadline, seconds into the call), then `made` when it is said or `overdue` when the deadline
+    passed without it (a ComplianceAlert goes with that)."""
+
+    type: Literal["disclosure"] = "disclosure"
+    rule: str = Field(max_length=128)
+    why: str = Field(max_length=500)
+    due_s: float | None = Field(None, ge=0, description="None: before the call ends")
+    status: Literal["due", "made", "overdue"]
+    said_at_s: float | None = Field(None, ge=0)
+    seq: int | None = Field(None, ge=0, description="the utterance that made it")
+
+
 class OverrideRaised(Event):
     """The customer opted out or asked for a human: everything else yields to this."""
 
@@ -225,7 +268,8 @@ class BotSaid(Event):
 CallEvent = Annotated[
     CallStarted | CallAnswered | CallEnded | SpeechStarted | SpeechStopped | TranscriptPartial
     | UtteranceSaid | IntentDetected | SuggestionDraft | SuggestionShown | SuggestionWithheld
-    | SuggestionFeedback | ComplianceAlert | OverrideRaised | BotSay | BotSaid,
+    | SuggestionFeedback | ComplianceAlert | DisclosureStatus | OverrideRaised | BotSay | BotSaid
+    | WrapUpDrafted,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[CallEvent] = TypeAdapter(CallEvent)

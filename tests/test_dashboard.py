@@ -477,7 +477,8 @@ async def test_without_a_database_the_api_answers_503(bare_server):
 
 async def test_the_page_and_its_assets_are_served_with_a_strict_policy(server):
     root = await fetch(server.base, "/")
-    assert (root.status, root.headers["location"]) == (302, "/dashboard")
+    # the front door is the login, which sends each user where they work
+    assert (root.status, root.headers["location"]) == (302, "/login")
     for path, kind in (
         ("/dashboard", "text/html"),
         ("/dashboard/app.js", "text/javascript"),
@@ -525,6 +526,8 @@ async def test_websockets_still_work_beside_the_dashboard(server):
             await asyncio.sleep(0.01)
         ended = CallEnded(call_id="c1", reason="test")
         hub.publish(ended, CallMeta("c1", "A01", CAMPAIGN_ID))
+        # the end of the (empty) story so far, then the live event
+        assert json.loads(await asyncio.wait_for(events.recv(), 5)) == {"type": "caught_up"}
         message = json.loads(await asyncio.wait_for(events.recv(), 5))
         assert message == json.loads(ended.model_dump_json())
 

@@ -29,7 +29,8 @@ from .conftest import ROOT
 EXCLUDE = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache", ".ruff_cache"}
 
 # Besides dialogue.defaults' files: what other modules read next to themselves.
-OTHER_DATA = ("dialogue/rules/*.toml", "campaigns/migrations/*.sql", "campaigns/static/*")
+OTHER_DATA = ("dialogue/rules/*.toml", "campaigns/migrations/*.sql", "campaigns/static/*",
+              "assist/static/*")
 
 
 def _runtime_data() -> list[str]:

@@ -115,7 +115,10 @@ async def test_a_subscriber_gets_the_story_so_far_then_live_events(speech_models
         await s.settled()
         sub, story = runtime.subscribe(lambda e, m: m.agent_id == "A01")
         other, nothing = runtime.subscribe(lambda e, m: m.agent_id == "A02")
-        assert [e.type for e in story][:3] == ["call_started", "call_answered", "utterance"]
+        # the required disclosures are listed as due as soon as the call is answered
+        assert [e.type for e in story if e.type != "disclosure"][:3] == [
+            "call_started", "call_answered", "utterance"]
+        assert {e.status for e in story if e.type == "disclosure"} == {"due"}
         assert nothing == []
         await s.push(_utt("story-1", 1, "agent", "Let me check that for you."))
         await s.settled()
@@ -192,3 +195,38 @@ async def test_a_call_is_recorded_through_a_database_outage_exactly_once(
         assert outcome is not None and outcome["converted"]
     finally:
         await direct.close()
+
+
+async def test_an_ended_call_gets_a_wrap_up_draft_and_keeps_its_story_for_the_agent(
+        speech_models, suggester):
+    runtime = Runtime(speech_models, suggester, None)
+    try:
+        s = await runtime.open_call(_info("wrap-1"))
+        await s.push(_utt("wrap-1", 0, "agent", "Hi, this is Sam from Harbor Bank. "
+                          "I'm calling about your card's payment plan."))
+        await s.push(_utt("wrap-1", 1, "customer", "My card number is 4111 1111 1111 1111."))
+        await s.push(_utt("wrap-1", 2, "customer", "Yes, please set up the six-month plan."))
+        await s.push(_utt("wrap-1", 3, "agent", "I will send you the terms by text today."))
+        await runtime.end_call(s)
+        await runtime.wrap_up_drafted("wrap-1", timeout_s=30)
+        assert [c.call_id for c in runtime.summaries()] == []  # nothing live
+        [summary] = runtime.summaries(live_only=False)
+        assert (summary.live, summary.wrapped_up) == (False, False)
+        # an agent's sidebar coming back after the call gets its story, with the draft
+        _, story = runtime.subscribe(lambda e, m: m.agent_id == "A01",
+                                     ended=lambda meta, summary: not summary.wrapped_up)
+        drafts = [e for e in story if e.type == "wrap_up_draft"]
+        assert drafts and drafts[0].source == "extractive"  # no LLM here
+        note = drafts[0].note
+        assert note.reason and "4111" not in note.model_dump_json()
+        # saved with the outcome: a supervisor's list says so, the screen's story too
+        saved = await runtime.wrap_up("wrap-1", "converted", "agent1",
+                                      note.model_copy(update={"next_step": "SMS the terms"}))
+        assert saved.note is not None and saved.by == "agent1"
+        [summary] = runtime.summaries(live_only=False)
+        assert (summary.wrapped_up, summary.disposition) == (True, "converted")
+        _, story = runtime.subscribe(lambda e, m: True,
+                                     ended=lambda meta, summary: not summary.wrapped_up)
+        assert story == []  # wrapped up: no longer pending on anyone's screen
+    finally:
+        await runtime.aclose()

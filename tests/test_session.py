@@ -171,3 +171,90 @@ async def test_one_failing_turn_does_not_end_the_call(speech_models, intent_mode
     await session.end()
     assert [(u.seq, u.intent) for u in rec.of("utterance")] == [(0, None), (1, None)]
     assert rec.events[-1].type == "call_ended"
+
+
+async def test_disclosures_are_due_then_made_or_overdue_by_the_calls_audio_clock(
+        speech_models, intent_model, playbook):
+    import numpy as np
+
+    session, rec = await _session(speech_models, Suggester(intent_model, playbook, None))
+    due = {e.rule: e for e in rec.of("disclosure")}
+    assert {"recording_notice", "identity_and_company"} <= set(due)
+    assert "ai_disclosure" not in due  # a human agent's call
+    assert all(e.status == "due" and e.due_s for e in due.values())
+    await session.push(_utt("c1", 0, "agent", "Hi, this is Sam from Harbor Bank."))
+    await session.settled()
+    made = [e for e in rec.of("disclosure") if e.status == "made"]
+    assert [(e.rule, e.seq, e.said_at_s) for e in made] == [("identity_and_company", 0, 0.0)]
+    # a minute of the call's audio goes by without the recording notice
+    silence = np.zeros(8000, dtype=np.float32)
+    for _ in range(int(due["recording_notice"].due_s + session.config.disclosure_grace_s) + 1):
+        session.accept(0, silence, 8000)
+    overdue = [e for e in rec.of("disclosure") if e.status == "overdue"]
+    assert [e.rule for e in overdue] == ["recording_notice"]
+    alerts = [a for a in rec.of("compliance_alert") if a.kind == "disclosure_missing"]
+    assert [a.rule for a in alerts] == ["recording_notice"] and alerts[0].role == "agent"
+    for _ in range(5):  # reported once
+        session.accept(0, silence, 8000)
+    assert len(rec.of("compliance_alert")) == 1
+    await session.end()
+
+
+async def test_a_card_number_the_customer_reads_out_is_flagged_once(speech_models, intent_model,
+                                                                   playbook):
+    session, rec = await _session(speech_models, Suggester(intent_model, playbook, None))
+    await session.push(_utt("c1", 0, "customer", "My card number is 4111 1111 1111 1111."))
+    await session.settled()
+    said = rec.of("utterance")[0]
+    assert "4111" not in said.text and "[CARD]" in said.text
+    alerts = rec.of("compliance_alert")
+    assert [(a.kind, a.severity, a.role) for a in alerts] == [("pii_spoken", "info", "customer")]
+    assert "4111" not in alerts[0].why
+    # the utterance comes first on screen, then the alert about it
+    order = [e.type for e in rec.events]
+    assert order.index("utterance") < order.index("compliance_alert")
+    await session.end()
+
+
+def test_the_supervisors_summary_follows_the_calls_events():
+    from datetime import UTC, datetime
+
+    from assist.call_summary import SummaryTracker
+    from core.events import (
+        CallEnded,
+        CallStarted,
+        ComplianceAlert,
+        DisclosureStatus,
+        IntentDetected,
+        SuggestionFeedback,
+        SuggestionShown,
+    )
+
+    t = SummaryTracker("c9", "A01", "inbound")
+    started = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    t.observe(CallStarted(call_id="c9", campaign_id="inbound", channel="human", agent_id="A01",
+                          at=started))
+    t.observe(IntentDetected(call_id="c9", seq=1, intent="installment_fee", confidence=0.9))
+    for sid in ("s1", "s2", "s3", "s4"):
+        t.observe(SuggestionShown(call_id="c9", suggestion_id=sid, seq=1, source="exemplar",
+                                  text="..."))
+    t.observe(SuggestionFeedback(call_id="c9", suggestion_id="s1", feedback="dismissed"))
+    t.observe(SuggestionFeedback(call_id="c9", suggestion_id="s1", feedback="accepted"))
+    t.observe(SuggestionFeedback(call_id="c9", suggestion_id="s2", feedback="dismissed"))
+    t.observe(ComplianceAlert(call_id="c9", kind="forbidden_claim", rule="r", why="w",
+                              severity="critical"))
+    t.observe(ComplianceAlert(call_id="c9", kind="pii_spoken", rule="card", why="w",
+                              severity="info"))  # information, not an open alert
+    t.observe(ComplianceAlert(call_id="c9", kind="disclosure_missing", rule="recording_notice",
+                              why="w"))
+    s = t.summary()
+    assert (s.intent, s.cards_shown, s.accepted, s.dismissed, s.acceptance, s.open_alerts) == (
+        "installment_fee", 4, 1, 1, 0.25, 2)
+    assert s.live and s.started_at == started
+    t.observe(DisclosureStatus(call_id="c9", rule="recording_notice", why="w", due_s=60,
+                               status="made", said_at_s=70))
+    assert t.summary().open_alerts == 1  # said late: that alert is resolved
+    t.observe(CallEnded(call_id="c9"))
+    assert not t.summary().live and not t.summary().wrapped_up
+    t.observe(CallEnded(call_id="c9", disposition="converted"))
+    assert t.summary().wrapped_up and t.summary().disposition == "converted"

@@ -202,6 +202,7 @@ async def test_migrations_apply_once_in_order_and_are_recorded(fresh_dsn):
             "0001_init.sql",
             "0002_store.sql",
             "0003_users.sql",
+            "0004_wrap_up_and_logout.sql",
         ]
         async with db.acquire() as conn:
             rows = await conn.fetch(
@@ -217,6 +218,7 @@ async def test_migrations_apply_once_in_order_and_are_recorded(fresh_dsn):
             (1, "init"),
             (2, "store"),
             (3, "users"),
+            (4, "wrap_up_and_logout"),
         ]
         assert all(len(r["checksum"]) == 64 and r["applied_at"] for r in rows)
         assert {
@@ -230,6 +232,7 @@ async def test_migrations_apply_once_in_order_and_are_recorded(fresh_dsn):
             "rejected_events",
             "do_not_call",
             "users",
+            "revoked_tokens",
         } <= tables
     async with await connect(fresh_dsn, settings=FAST) as again:
         assert again.migrations_applied == []  # re-running is a no-op
@@ -241,9 +244,9 @@ async def test_processes_starting_together_apply_each_migration_once(fresh_dsn):
     )
     try:
         applied = [m.version for m in first.migrations_applied + second.migrations_applied]
-        assert sorted(applied) == [1, 2, 3]
+        assert sorted(applied) == [1, 2, 3, 4]
         async with first.acquire() as conn:
-            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 3
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 4
     finally:
         await first.close()
         await second.close()
@@ -263,15 +266,15 @@ async def test_an_edited_applied_migration_is_an_error(fresh_dsn, tmp_path):
 async def test_a_failing_migration_leaves_nothing_and_history_gaps_are_errors(fresh_dsn, tmp_path):
     folder = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, folder)
-    (folder / "0004_broken.sql").write_text("CREATE TABLE half_done (x int);\nSELECT 1/0;\n")
-    with pytest.raises(MigrationError, match=r"0004_broken\.sql failed: DivisionByZero"):
+    (folder / "0005_broken.sql").write_text("CREATE TABLE half_done (x int);\nSELECT 1/0;\n")
+    with pytest.raises(MigrationError, match=r"0005_broken\.sql failed: DivisionByZero"):
         await connect(fresh_dsn, migrations_dir=folder, settings=FAST)
-    (folder / "0004_broken.sql").unlink()
+    (folder / "0005_broken.sql").unlink()
     async with await connect(fresh_dsn, migrations_dir=folder, settings=FAST) as db:
         async with db.acquire() as conn:
             assert await conn.fetchval("SELECT to_regclass('half_done')") is None
-            assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 3
-    (folder / "0003_users.sql").unlink()
+            assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 4
+    (folder / "0004_wrap_up_and_logout.sql").unlink()
     with pytest.raises(MigrationError, match="newer than this callwise knows"):
         await connect(fresh_dsn, migrations_dir=folder, settings=FAST)
 
@@ -697,7 +700,7 @@ async def test_embedded_postgres_starts_migrates_survives_a_stop_and_stops(monke
     try:
         db = await connect(settings=DatabaseSettings(db_connect_timeout_s=3))
         assert db.embedded is not None and db.embedded.is_running()
-        assert [m.version for m in db.migrations_applied] == [1, 2, 3]
+        assert [m.version for m in db.migrations_applied] == [1, 2, 3, 4]
         store = Store(db)
         await store.upsert_campaign(Campaign(id="cw-embedded", name="embedded"))
         await store.upsert_contacts(
@@ -843,7 +846,8 @@ async def test_a_silent_partition_times_out_into_the_outbox(pg, db, db_dsn, camp
 
 # The free-text fields of the stored events (redacted, kept); any other string is an identifier
 # or label (a card number in it refuses the event).
-FREE_TEXT = {"text", "stable_text", "why", "detail", "context", "reason"}
+# (agreed, next_step: the wrap-up note's fields, free text by their model's own say)
+FREE_TEXT = {"text", "stable_text", "why", "detail", "context", "reason", "agreed", "next_step"}
 
 
 def _stored_classes() -> list[type[BaseModel]]:
