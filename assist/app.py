@@ -679,30 +679,19 @@ def create_app(
     async def root() -> Response:
         return RedirectResponse("/login", status_code=302)
 
-    def page(path: str) -> Callable[[], Awaitable[Response]]:
-        body, ctype = pages[path]
-        csp = csp_for(path, s.settings.frame_ancestors)
-
+    def static(body: bytes, ctype: str, csp: str) -> Callable[[], Awaitable[Response]]:
         async def serve() -> Response:
             return Response(body, headers={"Content-Security-Policy": csp,
                                            "Content-Type": ctype})
 
         return serve
 
-    for path in pages:
-        app.add_api_route(path, page(path), methods=["GET", "HEAD"], include_in_schema=False)
-
-    def asset(path: str) -> Callable[[], Awaitable[Response]]:
-        body, ctype = assets[path]
-
-        async def serve() -> Response:
-            return Response(body, headers={"Content-Security-Policy": CSP,
-                                           "Content-Type": ctype})
-
-        return serve
-
-    for path in assets:
-        app.add_api_route(path, asset(path), methods=["GET", "HEAD"], include_in_schema=False)
+    for path, (body, ctype) in pages.items():
+        app.add_api_route(path, static(body, ctype, csp_for(path, s.settings.frame_ancestors)),
+                          methods=["GET", "HEAD"], include_in_schema=False)
+    for path, (body, ctype) in assets.items():
+        app.add_api_route(path, static(body, ctype, CSP), methods=["GET", "HEAD"],
+                          include_in_schema=False)
 
     async def upgrade_required() -> Response:
         return _error(426, "this is a websocket endpoint; connect with a websocket client",

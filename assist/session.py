@@ -404,7 +404,8 @@ class CallSession:
         kinds = sorted({f.rule for f in findings if f.kind == "pii"})
         if kinds:
             self._alert(turn, "pii_spoken", kinds[0], "info",
-                        f"the customer said {', '.join(kinds)}: redacted from the transcript "
+                        f"the customer said a {', '.join(k.replace('_', ' ') for k in kinds)}: "
+                        "redacted from the transcript "
                         "and the record; do not write it down")
 
     def _alert(self, turn: _Turn, kind: Literal["forbidden_claim", "pii_spoken"], rule: str,
