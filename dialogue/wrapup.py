@@ -350,7 +350,7 @@ _LABELS: dict[FieldName, re.Pattern[str]] = {
 _BULLET = r"(?:[-*•·>]+|\d+[.)、]|[（(]?\d+[)）])?"
 _LINE = re.compile(
     rf"^\s*{_BULLET}\s*(?:\*\*|__)?\s*(?P<label>[^:：*_\n]{{1,24}}?)\s*(?:\*\*|__)?\s*"
-    rf"[:：]\s*(?:\*\*|__)?\s*(?P<value>.*)$"
+    rf"(?:[:：]|[-–—](?=\s))\s*(?:\*\*|__)?\s*(?P<value>.*)$"
 )
 _NOTHING = re.compile(r"^(?:none|n/?a|nothing|no(?:ne)? (?:next step|follow[- ]up)s?|-+|无|没有|"
                       r"暂无|无后续)[.。]?$", re.IGNORECASE)
@@ -370,6 +370,12 @@ def _value(text: str) -> str:
     return "" if _NOTHING.match(text) else text
 
 
+# A small model sometimes runs the three fields into one line: "Reason: … Agreed: … Next step: …".
+_INLINE_LABEL = re.compile(
+    r"(?<=[.。!?！？;；,，\s])\s*(?=(?:\*\*)?(?:Agreed|Next steps?|原因|约定|下一步|后续)"
+    r"(?:\*\*)?\s*[:：])")
+
+
 def parse_note(text: str) -> dict[FieldName, str]:
     """The three fields of the model's reply; tolerant of bullets, bold, full-width colons,
     Chinese labels, a value on the line after its label and chatter around them. A field the
@@ -377,7 +383,7 @@ def parse_note(text: str) -> dict[FieldName, str]:
     fields: dict[FieldName, str] = dict.fromkeys(FIELDS, "")
     seen: set[FieldName] = set()
     waiting: FieldName | None = None  # a label whose value is on the next line
-    for line in text.splitlines():
+    for line in _INLINE_LABEL.sub("\n", text).splitlines():
         match = _LINE.match(line)
         name = _label(match.group("label")) if match else None
         if name is not None and match is not None:
@@ -445,6 +451,8 @@ def check_note(fields: dict[FieldName, str], turns: Sequence[Turn]) -> WrapUpNot
     values = {name: getattr(note, name) for name in FIELDS}
     if not any(values.values()):
         raise LLMError("the LLM's wrap-up note is empty: no Reason, Agreed or Next step line")
+    # What the model read, not the whole call: it cannot have taken a figure from a turn left
+    # out of a long call's window.
     known = {_plain_number(f) for f in _figures("\n".join(transcript_lines(turns)))}
     invented = sorted({f for v in values.values() for f in _figures(v)
                        if _plain_number(f) not in known})
@@ -457,7 +465,18 @@ def check_note(fields: dict[FieldName, str], turns: Sequence[Turn]) -> WrapUpNot
     if copied:
         raise LLMError("the LLM's wrap-up note copies the prompt's example instead of the call: "
                        + ", ".join(copied))
+    _check_shape(values, turns)
     return note
+
+
+def _check_shape(values: dict[FieldName, str], turns: Sequence[Turn]) -> None:
+    """What a degenerate reply looks like: one sentence in two fields, the wrong language."""
+    filled = [v for v in values.values() if v]
+    if any(_echoes(a.lower(), [b.lower()]) for i, a in enumerate(filled) for b in filled[i + 1:]):
+        raise LLMError("the LLM's wrap-up note repeats the same text in two fields")
+    call = detect_language(" ".join(t.text for t in turns))
+    if detect_language(" ".join(filled)) != call:
+        raise LLMError(f"the LLM's wrap-up note is not in the call's language ({call})")
 
 
 def _complete(text: str) -> bool:
@@ -487,6 +506,7 @@ async def llm_note(client: LLMClient, turns: list[Turn], language: str, *,
     """The LLM's note for the call, checked; LLMError when it fails, times out or is refused."""
     if not turns:
         raise LLMError("no transcript to write a wrap-up note from")
+    # Greedy: the same call gives the same draft, and sampling only adds ways to drift from it.
     stream = client.stream(messages(turns, language), session=session_name(language),
                            max_tokens=max_tokens, temperature=0.0, stop=_STOP)
     try:
