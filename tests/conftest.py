@@ -27,6 +27,32 @@ def shared_text(relative: str) -> Path:
     return path
 
 
+def closed_port() -> int:
+    """A local port where nothing listens (a server that is down)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+async def local():
+    """The embedded LLM, one per test module (its sessions and cache are that module's)."""
+    import asyncio
+
+    from dialogue.llm import LocalGGUFClient
+    from dialogue.llm_models import resolve_model_path
+
+    # One thread: these tests check behaviour, not speed, and on a 2-core machine shared with
+    # other work two spinning llama.cpp threads slow down tenfold.
+    client = await asyncio.to_thread(
+        LocalGGUFClient, resolve_model_path(), n_ctx=2048, n_threads=1, temperature=0.0
+    )
+    yield client
+    await client.close()
+
+
 @pytest.fixture(scope="session")
 async def pg():
     """One real PostgreSQL for the whole run (tests/pg.py); each test module makes its own

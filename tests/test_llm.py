@@ -41,17 +41,6 @@ def chat(user: str, system: str = SYSTEM) -> list[ChatMessage]:
     return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
 
 
-@pytest.fixture(scope="module")
-async def local() -> AsyncIterator[LocalGGUFClient]:
-    # One thread: these tests check behaviour, not speed, and on a 2-core machine shared with
-    # other work two spinning llama.cpp threads slow down tenfold.
-    client = await asyncio.to_thread(
-        LocalGGUFClient, resolve_model_path(), n_ctx=2048, n_threads=1, temperature=0.0
-    )
-    yield client
-    await client.close()
-
-
 # ---- embedded model ---------------------------------------------------------------------------
 
 

@@ -6,7 +6,6 @@ OpenAI-style client pointed at a port where nothing listens (the LLM down).
 
 from __future__ import annotations
 
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -15,6 +14,8 @@ from assist.session import CallInfo, CallSession, SessionConfig
 from core.events import CallEvent
 from dialogue.suggest import Suggester
 from speech import Utterance
+
+from .conftest import closed_port
 
 pytestmark = pytest.mark.asyncio
 
@@ -48,12 +49,6 @@ async def _session(speech_models, suggester, layout="stereo", **info) -> tuple[C
     return session, rec
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_a_customer_turn_gets_intent_and_cited_cards_at_once(speech_models, intent_model,
                                                                   playbook):
     session, rec = await _session(speech_models, Suggester(intent_model, playbook, None))
@@ -81,7 +76,7 @@ async def test_llm_down_still_gives_exemplars_and_says_why(speech_models, intent
                                                            playbook):
     from dialogue.llm import OpenAICompatibleClient
 
-    llm = OpenAICompatibleClient(f"http://127.0.0.1:{_closed_port()}/v1", "none", timeout_s=2)
+    llm = OpenAICompatibleClient(f"http://127.0.0.1:{closed_port()}/v1", "none", timeout_s=2)
     try:
         session, rec = await _session(speech_models, Suggester(intent_model, playbook, llm))
         await session.push(_utt("c1", 0, "customer", "What is the fee if I pay in six "

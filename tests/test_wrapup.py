@@ -4,19 +4,15 @@ port where nothing listens (the LLM down)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import socket
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from core.events import WrapUpNote
 from dialogue.llm import LLMError, LocalGGUFClient, OpenAICompatibleClient
-from dialogue.llm_models import resolve_model_path
 from dialogue.redaction import redact
 from dialogue.suggest import _figures
 from dialogue.types import Turn
@@ -30,6 +26,8 @@ from dialogue.wrapup import (
     parse_note,
     session_name,
 )
+
+from .conftest import closed_port
 
 CALLS = Path(__file__).resolve().parents[1] / "dialogue" / "data" / "playbook" / "calls.jsonl"
 CARD = "4111 1111 1111 1111"
@@ -107,23 +105,6 @@ def assert_quotes_the_call(note: WrapUpNote, turns: list[Turn]) -> None:
     for name in ("reason", "agreed", "next_step"):
         value = _squash(getattr(note, name))
         assert value in said, f"{name} {value!r} is not in the call"
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-async def local() -> AsyncIterator[LocalGGUFClient]:
-    # One thread, as in test_llm.py: on a 2-core machine shared with other work two spinning
-    # llama.cpp threads slow down tenfold.
-    client = await asyncio.to_thread(
-        LocalGGUFClient, resolve_model_path(), n_ctx=2048, n_threads=1, temperature=0.0
-    )
-    yield client
-    await client.close()
 
 
 # ---- extractive note --------------------------------------------------------------------------
@@ -344,7 +325,7 @@ async def test_draft_note_never_shows_a_card_number(local: LocalGGUFClient) -> N
 
 async def test_llm_down_gives_the_extractive_note() -> None:
     turns = corpus_call(EN_CALL)
-    async with OpenAICompatibleClient(f"http://127.0.0.1:{_closed_port()}/v1", "none",
+    async with OpenAICompatibleClient(f"http://127.0.0.1:{closed_port()}/v1", "none",
                                       timeout_s=2) as client:
         with pytest.raises(LLMError, match="connection refused"):
             await llm_note(client, turns, "en")
@@ -359,6 +340,6 @@ async def test_no_llm_gives_the_extractive_note() -> None:
 
 
 async def test_llm_note_without_a_transcript_is_an_error() -> None:
-    async with OpenAICompatibleClient(f"http://127.0.0.1:{_closed_port()}", timeout_s=2) as c:
+    async with OpenAICompatibleClient(f"http://127.0.0.1:{closed_port()}", timeout_s=2) as c:
         with pytest.raises(LLMError, match="no transcript"):
             await llm_note(c, [], "en")
