@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
-from uuid import uuid4
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -34,6 +33,7 @@ from core.events import (
     WrapUpDrafted,
     WrapUpNote,
 )
+from core.ids import new_id
 from dialogue.suggest import Suggester
 from dialogue.types import Turn
 from dialogue.wrapup import draft_note
@@ -93,7 +93,7 @@ def call_info(params: Mapping[str, str], *, layout: str, call_id: str | None = N
             raise CallRejected(f"bad {name}: letters, digits and ._:@+- only, at most 128")
         return value
 
-    cid = ident("call_id", params.get("call_id") or call_id) or uuid4().hex
+    cid = ident("call_id", params.get("call_id") or call_id) or new_id()
     try:
         language = check_language(params.get("language") or default_language)
     except ValueError as exc:

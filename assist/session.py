@@ -36,7 +36,6 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Literal
-from uuid import uuid4
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -59,6 +58,7 @@ from core.events import (
     TranscriptPartial,
     UtteranceSaid,
 )
+from core.ids import new_id
 from dialogue.guardrails import DisclosureTracker, check
 from dialogue.llm import LLMError
 from dialogue.redaction import redact
@@ -333,7 +333,7 @@ class CallSession:
         for rank, (card, exemplar) in enumerate(cards[: self.suggester.config.k]):
             self._show(card, turn, assist, rank, latency, (exemplar,))
         if self.suggester.llm is not None and self.config.llm:
-            sid = uuid4().hex
+            sid = new_id()
             task = asyncio.create_task(self._llm_reply(sid, turn, u, assist, history),
                                        name=f"llm-{self.info.call_id}-{turn.seq}")
             self._pending = _Pending(sid, turn.seq, task)
@@ -343,7 +343,7 @@ class CallSession:
               ) -> None:
         by_call = {e.call_id: e for e in assist.exemplars}
         cited = list(exemplars) or [by_call[c] for c in s.grounded_in if c in by_call]
-        sid = suggestion_id or uuid4().hex
+        sid = suggestion_id or new_id()
         self._shown.add(sid)
         self._publish(SuggestionShown(
             call_id=self.info.call_id, suggestion_id=sid, seq=turn.seq, rank=rank,

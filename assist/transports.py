@@ -23,11 +23,11 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any
-from uuid import uuid4
 
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from core.ids import new_id
 from speech import AudioFormatError, TwilioMediaStream
 from speech.codecs import decode_pcm16, pcm16_to_float
 from speech.twilio import WarningLimiter
@@ -258,7 +258,7 @@ class TwilioTransport(_Transport):
         assert start is not None
         self.stream_sid = start.streamSid
         params = dict(start.customParameters)
-        call_id = params.get("call_id") or start.callSid or f"call-{uuid4().hex}"
+        call_id = params.get("call_id") or start.callSid or new_id("call-")
         return CallInfo.from_params(  # type: ignore[attr-defined, no-any-return]
             params, layout=self.stream.layout, call_id=call_id,
                                     default_language=self.default_language,
@@ -308,7 +308,7 @@ class PcmTransport(_Transport):
         try:
             info = CallInfo.from_params(  # type: ignore[attr-defined]
                 call_params, layout="stereo" if self.channels == 2 else "mono",
-                call_id=call_params.get("call_id") or f"pcm-{uuid4().hex}",
+                call_id=call_params.get("call_id") or new_id("pcm-"),
                 default_language=self.default_language)
         except CallRejected as exc:
             await close(self.ws, POLICY, exc.reason)
