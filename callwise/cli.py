@@ -35,6 +35,12 @@ def _print_transcript(transcript, out=sys.stdout) -> None:  # type: ignore[no-un
         lat = transcript.latency_seconds
         print(f"-- end of utterance -> final text: p50 {np.percentile(lat, 50):.2f} s, "
               f"p95 {np.percentile(lat, 95):.2f} s over {len(lat)} utterances", file=out)
+    if transcript.word_latency_seconds:
+        import numpy as np
+
+        lat = transcript.word_latency_seconds
+        print(f"-- end of a word -> shown as final: p50 {np.percentile(lat, 50):.2f} s, "
+              f"p95 {np.percentile(lat, 95):.2f} s over {len(lat)} words", file=out)
     if transcript.skipped_frames:
         print(f"-- {transcript.skipped_frames} undecodable frames skipped", file=out)
 
@@ -59,8 +65,9 @@ def _call_config(args: argparse.Namespace, models):  # type: ignore[no-untyped-d
         diarization.latency = args.diarization_latency
     if args.speakers:
         diarization.max_speakers = args.speakers
-    return CallConfig(streaming=StreamingConfig(language=language), diarization=diarization,
-                      roles=roles)
+    streaming = StreamingConfig(language=language,
+                                commit_words=bool(getattr(args, "commit_words", False)))
+    return CallConfig(streaming=streaming, diarization=diarization, roles=roles)
 
 
 async def _transcribe(args: argparse.Namespace, keep: list | None = None) -> int:  # type: ignore[type-arg]
@@ -341,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true", help="print the transcript as JSON")
     tr.add_argument("--realtime", action="store_true",
                     help="replay at real-time speed through the streaming path; report latency")
+    tr.add_argument("--commit-words", action="store_true",
+                    help="words final as soon as two decodes agree, not at the utterance's end "
+                    "(earlier text in long turns; more CPU and, on our benches, more errors)")
     tr.add_argument("--first-speaker", choices=["agent", "customer"],
                     help="mono calls: the role of the first voice heard")
     tr.add_argument("--agent-voice", help="mono calls: a recording of the agent to enrol")

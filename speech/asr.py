@@ -90,6 +90,43 @@ def check_language(code: str | None, supported: Sequence[str] | None = None) -> 
                      f"one of Whisper's language codes: {', '.join(known)}")
 
 
+class _ShortContextPipeline:
+    """faster-whisper's batched pipeline, encoding only as much audio as the batch holds.
+
+    Whisper's encoder takes 30 s of audio whatever the request: for a 2 s window that is 15
+    times the work, and the encoder is most of a decode on a CPU. CTranslate2 encodes shorter
+    inputs; faster-whisper pads them to 30 s before `forward`, so `forward` trims the padding
+    back to the batch's longest clip plus `CONTEXT_PAD_S` of silence, rounded up to a step
+    (Whisper needs to hear where the speech ends, or it runs on past it)."""
+
+    def __new__(cls, model):  # type: ignore[no-untyped-def]
+        from faster_whisper import BatchedInferencePipeline
+
+        class Pipeline(BatchedInferencePipeline):  # type: ignore[misc]
+            context_frames: int | None = None
+
+            def forward(self, features, tokenizer, chunks_metadata, options):  # type: ignore[no-untyped-def]
+                if self.context_frames is not None:
+                    features = features[..., : self.context_frames]
+                return super().forward(features, tokenizer, chunks_metadata, options)
+
+        return Pipeline(model)
+
+
+CONTEXT_PAD_S = 1.0
+CONTEXT_STEP_S = 2.0
+FULL_CONTEXT_FRAMES = 3000  # 30 s of 10 ms mel frames
+
+
+CONTEXT_MIN_S = 10.0  # windows encoded in less context lost words in our benches
+
+
+def context_frames(seconds: float) -> int:
+    """Encoder frames for a batch whose longest clip lasts `seconds`."""
+    steps = -(-(seconds + CONTEXT_PAD_S) // CONTEXT_STEP_S)
+    return int(min(FULL_CONTEXT_FRAMES, max(CONTEXT_MIN_S, steps * CONTEXT_STEP_S) * 100))
+
+
 @dataclass
 class DecodeRequest:
     audio: np.ndarray  # 16 kHz float32 mono, at most 30 s
@@ -97,6 +134,7 @@ class DecodeRequest:
     offset: float = 0.0  # seconds: where `audio` starts in the call, added to word times
     beam_size: int = 5
     initial_prompt: str | None = None
+    short_context: bool = False  # encode only this audio plus a little silence, not 30 s
 
 
 class WhisperEngine:
@@ -104,7 +142,7 @@ class WhisperEngine:
 
     def __init__(self, model: str, device: str = "auto", compute_type: str | None = None,
                  cpu_threads: int = 0, batch_size: int = 8) -> None:
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
+        from faster_whisper import WhisperModel
 
         self.device = resolve_device(device)
         self.compute_type = compute_type or ("float16" if self.device == "cuda" else "int8")
@@ -114,7 +152,7 @@ class WhisperEngine:
                                       cpu_threads=threads, local_files_only=os.path.isdir(model))
         except Exception as exc:  # hub names offline, broken folders, missing CUDA: one message
             raise ModelNotAvailableError(f"cannot load Whisper model {model!r}: {exc}") from exc
-        self.pipeline = BatchedInferencePipeline(self.model)
+        self.pipeline = _ShortContextPipeline(self.model)
         self.batch_size = batch_size
         self.model_name = model
 
@@ -140,7 +178,7 @@ class WhisperEngine:
         the others their words: requests of different calls share a batch, and one call's bad
         setting must not cost another call its transcript."""
         results: list[list[Word] | Exception] = [[] for _ in requests]
-        groups: dict[tuple[str | None, int, str | None], list[int]] = {}
+        groups: dict[tuple[str | None, int, str | None, bool], list[int]] = {}
         for i, req in enumerate(requests):
             try:
                 language = check_language(req.language, self.languages)
@@ -148,8 +186,9 @@ class WhisperEngine:
                 results[i] = exc
                 continue
             if len(req.audio) >= MIN_SAMPLES:
-                groups.setdefault((language, req.beam_size, req.initial_prompt), []).append(i)
-        for (language, beam, prompt), idx in groups.items():
+                groups.setdefault((language, req.beam_size, req.initial_prompt,
+                                   req.short_context), []).append(i)
+        for (language, beam, prompt, _), idx in groups.items():
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start : start + self.batch_size]
                 for i, words in zip(chunk, self._decode_isolated(
@@ -186,6 +225,9 @@ class WhisperEngine:
             pos += len(a)
         if prompt is None and language == "zh":
             prompt = ZH_PROMPT
+        longest = max(len(a) for a in audios) / TARGET_RATE
+        self.pipeline.context_frames = (context_frames(longest) if reqs[0].short_context
+                                        else None)
         segments, _ = self.pipeline.transcribe(
             np.concatenate(audios), language=language, beam_size=beam, word_timestamps=True,
             vad_filter=False, batch_size=len(reqs), initial_prompt=prompt,
@@ -213,6 +255,9 @@ class WhisperEngine:
         return out
 
 
+PARTIAL_STARVED_S = 1.5
+
+
 class AsrService:
     """Asyncio front of a WhisperEngine: one worker thread, finals before partials.
 
@@ -225,7 +270,8 @@ class AsrService:
         self.engine = engine
         self._lock = threading.Condition()
         self._finals: list[tuple[DecodeRequest, cf.Future[list[Word]]]] = []
-        self._partials: dict[str, tuple[DecodeRequest, cf.Future[list[Word]]]] = {}
+        # stream -> (request, future, when queued)
+        self._partials: dict[str, tuple[DecodeRequest, cf.Future[list[Word]], float]] = {}
         self._closed = False
         self.busy_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="asr-worker", daemon=True)
@@ -245,7 +291,9 @@ class AsrService:
             old = self._partials.pop(stream_key, None)
             if old is not None:
                 old[1].cancel()
-            self._partials[stream_key] = (req, fut)
+            # A newer partial takes the old one's place in the queue, and its waiting time.
+            queued = old[2] if old is not None else time.monotonic()
+            self._partials[stream_key] = (req, fut, queued)
             self._lock.notify()
         try:
             return await asyncio.wrap_future(fut)
@@ -262,9 +310,14 @@ class AsrService:
         size = self.engine.batch_size
         if self._finals:
             batch, self._finals = self._finals[:size], self._finals[size:]
-            return batch
+            # Under a steady stream of finals a partial would never run, and a long turn would
+            # show nothing until its end: one that has waited this long rides along.
+            now = time.monotonic()
+            starved = [k for k, (_, _, t) in self._partials.items()
+                       if now - t >= PARTIAL_STARVED_S][: max(0, size - len(batch))]
+            return batch + [self._partials.pop(k)[:2] for k in starved]
         keys = list(self._partials)[:size]
-        return [self._partials.pop(k) for k in keys]
+        return [self._partials.pop(k)[:2] for k in keys]
 
     def _run(self) -> None:
         while True:

@@ -161,6 +161,7 @@ class CallTranscriber:
         if self.config.provisional_finals and diarizer.processed_until < settle:
             # The words are final now; who said them is not settled for seconds. An agent's
             # screen cannot wait that long: send the diarizer's guess, correct it later.
+            _stamp(utt.words)
             guess = self._provisional(utt)
             await self._emit(guess)
         while diarizer.processed_until < settle and not self._finished:
@@ -233,6 +234,8 @@ class CallTranscriber:
 
     async def _emit(self, utt: Utterance) -> None:
         utt.emitted_wallclock = time.monotonic()
+        if utt.final:
+            _stamp(utt.words, utt.emitted_wallclock)
         if utt.final and not utt.provisional:
             self.finals.append(utt)
             self._remember(utt)
@@ -242,9 +245,18 @@ class CallTranscriber:
             log.exception("utterance sink failed; the transcript keeps the utterance")
 
 
+def _stamp(words: list[Word], now: float | None = None) -> None:
+    """Mark when words were first shown as final (window-committed words already are)."""
+    now = time.monotonic() if now is None else now
+    for w in words:
+        if w.final_at is None:
+            w.final_at = now
+
+
 def build_transcript(finals: list[Utterance], audio_seconds: float, processing_seconds: float,
                      language: str | None, skipped_frames: int = 0,
-                     latencies: list[float] | None = None) -> Transcript:
+                     latencies: list[float] | None = None,
+                     word_latencies: list[float] | None = None) -> Transcript:
     segments = [
         TranscriptSegment(start=u.start, end=u.end, speaker=u.speaker or "unknown", role=u.role,
                           text=u.text)
@@ -252,5 +264,6 @@ def build_transcript(finals: list[Utterance], audio_seconds: float, processing_s
     ]
     return Transcript(segments=segments, audio_seconds=round(audio_seconds, 3),
                       processing_seconds=round(processing_seconds, 3), language=language,
-                      skipped_frames=skipped_frames, latency_seconds=latencies)
+                      skipped_frames=skipped_frames, latency_seconds=latencies,
+                      word_latency_seconds=word_latencies)
 

@@ -13,6 +13,8 @@ class Word(BaseModel):
     text: str
     probability: float = 1.0
     speaker: str | None = None
+    final_at: float | None = Field(
+        None, description="time.monotonic() when this word was first shown as final text")
 
 
 class Utterance(BaseModel):
@@ -29,7 +31,9 @@ class Utterance(BaseModel):
     start: float
     end: float
     text: str
-    stable_text: str = Field("", description="prefix two consecutive hypotheses agreed on")
+    stable_text: str = Field("", description="partials: the words two decodes in a row agreed "
+                             "on; with commit_words they are final, and the final text starts "
+                             "with exactly these")
     words: list[Word] = Field(default_factory=list)
     language: str
     speaker: str | None = None
@@ -63,3 +67,6 @@ class Transcript(BaseModel):
     latency_seconds: list[float] | None = Field(
         None, description="end of utterance -> final text, per utterance (--realtime only)"
     )
+    word_latency_seconds: list[float] | None = Field(
+        None, description="end of a word in the audio -> that word shown as final text, per "
+        "final word (--realtime only)")

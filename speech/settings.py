@@ -28,6 +28,9 @@ class SpeechSettings(BaseSettings):
     embedding_model: str | None = Field(
         None, description="resemblyzer voice-encoder weights (.pt); unset: the packaged one"
     )
+    turn_model: str | None = Field(
+        None, description="Smart Turn v3 end-of-turn ONNX file; unset: the packaged v3.2"
+    )
     model_cache: Path = Field(
         default_factory=model_cache_dir, description="where packaged weights are assembled "
         "(CALLWISE_MODEL_CACHE); unset: $XDG_CACHE_HOME or ~/.cache, then callwise/models"

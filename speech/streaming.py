@@ -1,27 +1,43 @@
-"""Streaming transcription of one channel: VAD endpointing, partial hypotheses, final utterances.
+"""Streaming transcription of one channel: VAD endpointing, partials, words final as they settle.
 
-Final utterances are cut where the audio says (VAD endpoints), never where the clock or a busy
-ASR happens to be, and each is decoded once with beam search; so a replayed call is cut exactly
-like the live call and WER measured off-line is the live path's WER. Partials are best-effort:
-a busy ASR skips them. One exception to "the audio decides": when audio stops arriving
-altogether while an utterance is open (a stalled or half-open socket), the utterance is
-finalized after `stall_timeout_s` of wall time, as if silence had followed; a replay that feeds
-audio without pausing never meets it.
+Utterances are cut where the audio says (VAD endpoints), never where the clock or a busy ASR
+happens to be. While an utterance is spoken, its audio is decoded every `partial_interval`
+seconds *of audio* (a window), in one of two modes:
+
+- partials only (the default): each window is a greedy, best-effort partial of the utterance
+  so far; at the endpoint the whole utterance is decoded once with beam search. The cheapest
+  way to the best words: WER is that of the off-line decode.
+- `commit_words`: a word two consecutive windows agree on is final at once (LocalAgreement-2,
+  speech/agreement.py) and never rewritten, so a long turn does not hold its first words back
+  until its end; at the endpoint only the rest is decoded. Each window is a beam search, and
+  on our benches its words are worse than the whole utterance's (README, bench/realtime.py).
+
+Every decision is taken at a position in the audio, never at a moment of the clock, and one
+worker per utterance decodes its committing windows in order: a replayed call is cut and
+committed exactly like the live call, however its audio was chunked, and WER measured off-line
+is the live path's. Two deliberate exceptions, both for live calls: when audio stops arriving
+while an utterance is open (a stalled or half-open socket), it is finalized after
+`stall_timeout_s` of wall time; and when committing windows fall more than `catch_up_after_s`
+behind the audio (an overloaded machine), the worker skips to the newest audio instead of
+queueing decodes (fewer, longer windows: the calls keep up, at more latency per word). A replay
+that feeds audio without pausing sets neither off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .agreement import LocalAgreement
-from .asr import AsrService, DecodeRequest
+from .agreement import LocalAgreement, _key
+from .asr import ZH_PROMPT, AsrService, DecodeRequest
 from .codecs import TARGET_RATE
 from .events import Utterance, Word
 from .vad import FRAME, StreamingVad
@@ -29,7 +45,13 @@ from .vad import FRAME, StreamingVad
 log = logging.getLogger(__name__)
 FRAME_S = FRAME / TARGET_RATE
 EventSink = Callable[[Utterance], Awaitable[None]]
-PARTIAL_QUIET_S = 0.12  # trailing silence past which no partial is started
+PARTIAL_QUIET_S = 0.12  # trailing silence past which no window is decoded: it adds no words
+MAX_WINDOW_S = 20.0  # an undecided window this long commits its words: Whisper stops at 30 s
+PROMPT_CHARS = 200
+TRIM_AFTER_S = 8.0  # windows this long start again where the final words end
+MIN_WINDOW_S = 1.0  # shortest audio decoded: Whisper hallucinates on clips under a second
+# Words committed off a first window this short came out as loops ("Hello Hello") in our benches.
+MIN_COMMIT_WINDOW_S = 2.0
 
 
 class StreamingConfig(BaseModel):
@@ -43,14 +65,94 @@ class StreamingConfig(BaseModel):
     long_after: float = 4.0
     min_speech: float = Field(0.1, description="shorter bursts are noise, not speech")
     pad: float = Field(0.2, description="audio kept on both sides of detected speech")
-    max_utterance: float = Field(15.0, description="cut at the quietest point past this length")
-    partial_interval: float = Field(1.0, description="seconds of new speech per partial; 0: none")
+    max_utterance: float = Field(15.0, description="a longer utterance is split (at the end of "
+                                 "its final words, or at its quietest point without windows)")
+    partial_interval: float = Field(
+        1.0, ge=0, description="seconds of audio between decodes of an utterance still being "
+        "spoken (windows): each shows a partial; 0: none, only finals (batch work)")
+    commit_words: bool = Field(
+        False, description="words two windows in a row agree on are final at once and never "
+        "rewritten, instead of at the utterance's end: earlier final text for long turns, at "
+        "the cost of a beam search per window and, on our benches, a higher WER (see README)")
     final_beam: int = 5
-    partial_beam: int = 1
+    partial_beam: int = Field(1, description="beam of windows that only show partials; "
+                              "committing windows use `final_beam`")
+    prompt_final_words: bool = Field(
+        True, description="committing windows are prompted with the utterance's final words, "
+        "so Whisper keeps the sentence's context across windows")
     initial_prompt: str | None = None
+    short_context: bool = Field(
+        True, description="windows encode only their audio plus a second of silence, not "
+        "Whisper's 30 s: a fraction of the work per window; finals always get the full 30 s, "
+        "whose words are a little better")
     stall_timeout_s: float = Field(
         1.2, ge=0, description="wall-clock seconds without any audio after which an open "
         "utterance is finalized as if silence had followed; 0: wait for the audio")
+    catch_up_after_s: float = Field(
+        1.5, ge=0, description="live calls: when the window decodes fall this many seconds of "
+        "audio behind, skip to the newest audio (an overloaded ASR); 0: never skip, every "
+        "window decoded (replays, reproducible runs)")
+
+
+@dataclass
+class _Open:
+    """An utterance being spoken: its own audio as it arrives, and what its worker knows."""
+
+    utt_id: str
+    start: int  # sample index in the channel
+    audio: np.ndarray  # samples from `start` on (capacity grows by doubling)
+    size: int
+    grew: asyncio.Event = field(default_factory=asyncio.Event)
+    voiced_ends: list[int] = field(default_factory=list)  # end sample of each voiced frame
+    end: int | None = None  # set when the endpoint is found
+    wallclock: float = 0.0  # when its last voiced audio arrived
+    noise: bool = False  # too little voiced audio to be speech
+    final_words: list[Word] = field(default_factory=list)  # of the whole utterance, for prompts
+    # The previous utterance's worker. Waiting for it before decoding would hold this turn's
+    # windows behind the previous final's sink, which waits seconds for a mono call's speaker.
+    previous: asyncio.Future[None] | None = None
+    final_sent: bool = False
+
+    async def after_previous(self) -> None:
+        """Final events leave in the order the words were spoken."""
+        if self.previous is not None:
+            await self.previous
+
+    @property
+    def previous_done(self) -> bool:
+        return self.previous is None or self.previous.done()
+
+    @classmethod
+    def of(cls, utt_id: str, start: int, audio: np.ndarray) -> _Open:
+        buf = np.zeros(max(len(audio) * 2, TARGET_RATE * 4), dtype=np.float32)
+        buf[: len(audio)] = audio
+        return cls(utt_id, start, buf, len(audio))
+
+    @property
+    def available(self) -> int:
+        return self.start + self.size
+
+    def append(self, chunk: np.ndarray) -> None:
+        if self.size + len(chunk) > len(self.audio):
+            grown = np.zeros(max(len(self.audio) * 2, self.size + len(chunk)), np.float32)
+            grown[: self.size] = self.audio[: self.size]
+            self.audio = grown
+        self.audio[self.size : self.size + len(chunk)] = chunk
+        self.size += len(chunk)
+        self.grew.set()
+
+    def slice(self, a: int, b: int) -> np.ndarray:
+        return self.audio[max(0, a - self.start) : max(0, min(b, self.available) - self.start)
+                          ].copy()
+
+    def last_voiced_before(self, pos: int) -> int:
+        k = bisect.bisect_right(self.voiced_ends, pos)
+        return self.voiced_ends[k - 1] if k else self.start
+
+    async def audio_until(self, pos: int) -> None:
+        while self.end is None and self.available < pos:
+            self.grew.clear()
+            await self.grew.wait()
 
 
 class StreamingTranscriber:
@@ -62,43 +164,47 @@ class StreamingTranscriber:
         self.call_id, self.channel = call_id, channel
         self.vad = StreamingVad()
         self._ids = itertools.count(1)
-        self._audio = np.zeros(0, dtype=np.float32)  # from self._audio_start on
+        self._audio = np.zeros(0, dtype=np.float32)  # recent audio, from self._audio_start on
         self._audio_start = 0  # sample index of self._audio[0]
         self._frames_done = 0  # VAD frames processed so far
         # (frame end sample, VAD probability, arrival time) of each frame of the current utterance
         self._frames: list[tuple[int, float, float]] = []
-        self._utt_start: int | None = None  # sample index where the current utterance starts
+        self._utt: _Open | None = None  # the utterance being spoken
         self._last_voiced_end = 0  # sample index just past the last voiced frame
         self._voiced = 0  # voiced frames in the current utterance
         self._voiced_wallclock = 0.0
-        self._utt_id = ""
-        self._agreement = LocalAgreement()
-        self._next_partial_at = 0
-        self._partial_task: asyncio.Task[None] | None = None
-        self._final_tail: asyncio.Task[None] | None = None
+        self._worker: asyncio.Future[None] | None = None  # the newest utterance's worker
+        self._decoding = 0  # window decodes in flight
+        self._preview_task: asyncio.Future[None] | None = None  # partials-only mode
+        self._next_window: int | None = None  # where the current worker decodes next
         self._last_audio_at = 0.0  # time.monotonic() of the last accept
         self._stall_timer: asyncio.TimerHandle | None = None
         self._stall_due = 0.0
         self.stalls = 0  # utterances finalized because audio stopped arriving
+        self.skipped_windows = 0  # window decodes skipped to catch up with the audio
         self.samples_seen = 0
+
+    @property
+    def _utt_start(self) -> int | None:
+        return None if self._utt is None else self._utt.start
 
     # ---- input ---------------------------------------------------------------------------
     def accept(self, audio: np.ndarray) -> None:
         """Never blocks on the ASR: decoding runs in tasks; the caller keeps reading media."""
         now = time.monotonic()
-        self._audio = np.concatenate([self._audio, audio.astype(np.float32, copy=False)])
+        audio = audio.astype(np.float32, copy=False)
+        self._audio = np.concatenate([self._audio, audio])
         self.samples_seen += len(audio)
+        if self._utt is not None:
+            self._utt.append(audio)  # an endpoint inside this chunk bounds it by `end`
         for prob in self.vad(audio):
             self._on_frame(float(prob), now)
-        if self._utt_start is None:
-            # Idle: keep only the padding we may prepend to the next utterance, counted from the
-            # frame the VAD has not seen yet, so chunk sizes never change where utterances start.
-            pending = self.samples_seen - self._frames_done * FRAME
-            keep = int(self.config.pad * TARGET_RATE) + pending
-            keep_from = max(self._audio_start, self.samples_seen - keep)
-            self._trim_to(keep_from)
-        else:
-            self._maybe_partial()
+        # The open utterance holds its own audio: keep only the padding we may prepend to the
+        # next one, counted from the frame the VAD has not seen yet, so chunk sizes never
+        # change where utterances start.
+        pending = self.samples_seen - self._frames_done * FRAME
+        keep = int(self.config.pad * TARGET_RATE) + pending
+        self._trim_to(max(self._audio_start, self.samples_seen - keep))
         self._last_audio_at = now
         self._arm_stall_timer()
 
@@ -107,12 +213,12 @@ class StreamingTranscriber:
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
-        if self._utt_start is not None:
+        if self._utt is not None:
             self._finalize(self.samples_seen)
-        if self._partial_task is not None:
-            self._partial_task.cancel()
-        if self._final_tail is not None:
-            await self._final_tail
+        if self._worker is not None:
+            await self._worker
+        if self._preview_task is not None:
+            self._preview_task.cancel()
 
     # ---- stalled input -------------------------------------------------------------------
     def _arm_stall_timer(self) -> None:
@@ -158,7 +264,7 @@ class StreamingTranscriber:
         frame_start = self._frames_done * FRAME
         self._frames_done += 1
         frame_end = frame_start + FRAME
-        if self._utt_start is None:
+        if self._utt is None:
             if prob >= cfg.speech_threshold:
                 self._open(max(self._audio_start, frame_start - int(cfg.pad * TARGET_RATE)))
                 self._mark_voiced(frame_end, now)
@@ -170,14 +276,16 @@ class StreamingTranscriber:
         silence = (frame_end - self._last_voiced_end) / TARGET_RATE
         if silence >= self._required_silence(frame_end):
             self._finalize(min(frame_end, self._last_voiced_end + int(cfg.pad * TARGET_RATE)))
-        elif (frame_end - self._utt_start) / TARGET_RATE >= cfg.max_utterance:
+        elif (not self._commits
+              and (frame_end - self._utt.start) / TARGET_RATE >= cfg.max_utterance):
+            # (Committing windows split a long utterance at its final words instead.)
             self._cut_long_utterance(frame_end)
 
     def _required_silence(self, now: int) -> float:
         # People in a quick exchange leave short gaps; a long utterance takes a short pause as
         # its end, so finals keep coming during rapid back-and-forth instead of every 15 s.
-        assert self._utt_start is not None
-        length = (now - self._utt_start) / TARGET_RATE
+        assert self._utt is not None
+        length = (now - self._utt.start) / TARGET_RATE
         cfg = self.config
         if length <= cfg.long_after / 2:
             return cfg.min_silence
@@ -186,22 +294,23 @@ class StreamingTranscriber:
         share = (length - cfg.long_after / 2) / (cfg.long_after / 2)
         return cfg.min_silence + share * (cfg.min_silence_long - cfg.min_silence)
 
-    def _open(self, start: int) -> None:
-        self._utt_start = start
+    def _open(self, start: int, audio: np.ndarray | None = None) -> None:
+        if audio is None:
+            audio = self._audio[start - self._audio_start :]
+        self._utt = _Open.of(f"{self.call_id}-c{self.channel}-u{next(self._ids)}", start, audio)
         self._frames = []
         self._voiced = 0
-        self._utt_id = f"{self.call_id}-c{self.channel}-u{next(self._ids)}"
-        self._agreement = LocalAgreement()
-        self._next_partial_at = start + int(self.config.partial_interval * TARGET_RATE)
+        self._worker = asyncio.ensure_future(self._run(self._utt, self._worker))
 
     def _mark_voiced(self, frame_end: int, now: float) -> None:
         self._voiced += 1
         self._last_voiced_end = frame_end
         self._voiced_wallclock = now
+        if self._utt is not None:
+            self._utt.voiced_ends.append(frame_end)
 
     def _cut_long_utterance(self, frame_end: int) -> None:
         # Cut at the quietest frame of the last third, so a long turn splits between words.
-        assert self._utt_start is not None
         frames = self._frames
         lo = len(frames) * 2 // 3
         if lo >= len(frames):
@@ -211,89 +320,180 @@ class StreamingTranscriber:
         self._finalize(quietest[0], reopen=True, wallclock=quietest[2])
 
     def _finalize(self, end: int, reopen: bool = False, wallclock: float | None = None) -> None:
-        assert self._utt_start is not None
-        start, utt_id, voiced = self._utt_start, self._utt_id, self._voiced
-        wallclock = self._voiced_wallclock if wallclock is None else wallclock
-        audio = self._slice(start, end)
-        self._utt_start = None
-        if self._partial_task is not None:
-            self._partial_task.cancel()
-            self._partial_task = None
+        u = self._utt
+        assert u is not None
+        u.end = end
+        u.wallclock = self._voiced_wallclock if wallclock is None else wallclock
+        u.noise = self._voiced * FRAME_S < self.config.min_speech
+        u.grew.set()
+        self._utt = None
         if reopen:
             tail = [f for f in self._frames if f[0] > end]
-            self._open(end)
+            self._open(end, u.slice(end, u.available))
+            assert self._utt is not None
+            self._utt.voiced_ends = [e for e in u.voiced_ends if e > end]
             self._frames = tail
             self._voiced = sum(p >= self.config.speech_threshold for _, p, _ in tail)
-        self._trim_to(end)  # a reopened utterance starts at `end` too
-        if voiced * FRAME_S < self.config.min_speech:
-            return
-        previous = self._final_tail
-        self._final_tail = asyncio.ensure_future(
-            self._decode_final(previous, utt_id, start, end, audio, wallclock)
-        )
 
     # ---- decoding ------------------------------------------------------------------------
-    async def _decode_final(self, previous: asyncio.Task[None] | None, utt_id: str, start: int,
-                            end: int, audio: np.ndarray, wallclock: float) -> None:
-        cfg = self.config
-        request = DecodeRequest(audio=audio, language=cfg.language, offset=start / TARGET_RATE,
-                                beam_size=cfg.final_beam, initial_prompt=cfg.initial_prompt)
-        try:
-            words = await self.asr.final(request)
-        except ValueError as exc:
-            # The request itself is refused (a bad language): no traceback per utterance.
-            log.warning("final decode of %s refused: %.200s", utt_id, exc)
-            words = []
-        except Exception:
-            # A failed decode loses the words but not the call, and the gap stays visible.
-            log.exception("final decode of %s failed", utt_id)
-            words = []
-        if previous is not None:
-            await previous  # finals leave in the order they were spoken
-        if not words:
-            return
-        await self.sink(self._event(utt_id, words, final=True, start=start, end=end,
-                                    wallclock=wallclock))
+    @property
+    def _commits(self) -> bool:
+        return self.config.commit_words and self.config.partial_interval > 0
 
     @property
     def decoding_partial(self) -> bool:
-        """A partial hypothesis is being decoded now (the next one waits for it)."""
-        return self._partial_task is not None and not self._partial_task.done()
+        """A window is being decoded, or due: its audio has come and its decode is yet to start
+        (the next one waits for it)."""
+        due = self._next_window is not None and self.samples_seen >= self._next_window
+        preview = self._preview_task is not None and not self._preview_task.done()
+        return self._decoding > 0 or due or preview
 
-    def _maybe_partial(self) -> None:
-        cfg = self.config
-        if cfg.partial_interval <= 0 or self._utt_start is None:
-            return
-        if self.samples_seen < self._next_partial_at:
-            return
-        if self.decoding_partial:
-            return  # the ASR is still on the previous one: skip rather than queue up
-        if self.samples_seen - self._last_voiced_end > int(PARTIAL_QUIET_S * TARGET_RATE):
-            # The speaker has paused: a partial now adds no words, and if the pause becomes the
-            # endpoint, the final would wait behind it on the ASR worker.
-            return
-        self._next_partial_at = self.samples_seen + int(cfg.partial_interval * TARGET_RATE)
-        start, end = self._utt_start, self.samples_seen
-        request = DecodeRequest(audio=self._slice(start, end), language=cfg.language,
-                                offset=start / TARGET_RATE, beam_size=cfg.partial_beam,
-                                initial_prompt=cfg.initial_prompt)
-        self._partial_task = asyncio.ensure_future(self._decode_partial(self._utt_id, request,
-                                                                        start, end))
-
-    async def _decode_partial(self, utt_id: str, request: DecodeRequest, start: int,
-                              end: int) -> None:
-        key = f"{self.call_id}/{self.channel}"
+    async def _run(self, u: _Open, previous: asyncio.Future[None] | None) -> None:
+        """One utterance's decodes, in audio order: windows while it is spoken, then the rest.
+        Its decodes start at once; its final events wait for the previous utterance's."""
+        u.previous = previous
         try:
-            words = await self.asr.partial(key, request)
+            await self._decode_utterance(u)
         except Exception:
-            log.exception("partial decode failed; the final will still come")
+            # A failed decode loses the words not yet final, never the call.
+            log.exception("decoding of %s failed", u.utt_id)
+        finally:
+            await u.after_previous()  # the next utterance waits on this one: keep the chain
+
+    async def _decode_utterance(self, u: _Open) -> None:
+        cfg = self.config
+        step = int(cfg.partial_interval * TARGET_RATE)
+        seg = _Segment(u.utt_id, u.start)
+        if step > 0:
+            first = MIN_COMMIT_WINDOW_S if self._commits else MIN_WINDOW_S
+            pos = u.start + max(step, int(first * TARGET_RATE))
+            while True:
+                self._next_window = pos
+                await u.audio_until(pos)
+                if u.end is not None and pos >= u.end:
+                    break
+                behind = u.available - pos
+                if u.end is None and cfg.catch_up_after_s and \
+                        behind > cfg.catch_up_after_s * TARGET_RATE:
+                    self.skipped_windows += behind // step
+                    pos += behind // step * step
+                if pos - u.last_voiced_before(pos) <= PARTIAL_QUIET_S * TARGET_RATE:
+                    seg = await self._window(u, seg, pos)
+                pos += step
+            self._next_window = None
+        if u.noise and not seg.agreement.committed:
             return
-        if not words or utt_id != self._utt_id or self._utt_start is None:
+        await self._final(u, seg)
+
+    async def _preview(self, u: _Open, seg: _Segment, pos: int) -> None:
+        # Partials only: the whole utterance so far, greedy, at the ASR's lowest priority (a
+        # newer window of this channel supersedes it); what two agree on is shown as stable.
+        cfg = self.config
+        self._decoding += 1
+        try:
+            words = await self.asr.partial(f"{self.call_id}/{self.channel}", self._request(
+                u, seg.start, pos, cfg.partial_beam, short=cfg.short_context, prompt=False))
+        except Exception:
+            log.exception("partial decode of %s failed; its final will still come", seg.utt_id)
             return
-        stable, _ = self._agreement.update(words)
-        event = self._event(utt_id, words, final=False, start=start, end=end, wallclock=None)
-        event.stable_text = join_words(stable, self.config.language)
+        finally:
+            self._decoding -= 1
+        if not words or u.final_sent:
+            return  # its final is out: a partial now would show older text
+        # Shown as stable: words two partials in a row agreed on (they are not final text).
+        seg.preview.update(words[len(seg.preview.committed):])
+        event = self._event(seg.utt_id, words, final=False, start=seg.start, end=pos,
+                            wallclock=None)
+        event.stable_text = join_words(seg.preview.committed, cfg.language)
         await self.sink(event)
+
+    async def _window(self, u: _Open, seg: _Segment, pos: int) -> _Segment:
+        cfg = self.config
+        if not self._commits:
+            # Best effort, off the worker: a partial must never hold back the final after it.
+            if self._preview_task is None or self._preview_task.done():
+                self._preview_task = asyncio.ensure_future(self._preview(u, seg, pos))
+            return seg
+        self._decoding += 1
+        try:
+            words = await self.asr.final(self._request(u, seg.window_from, pos, cfg.final_beam,
+                                                       short=cfg.short_context))
+            words = _past(words, seg.commit_from)
+        except ValueError as exc:
+            log.warning("window decode of %s refused: %.200s", seg.utt_id, exc)
+            return seg
+        except Exception:
+            log.exception("window decode of %s failed; its final will still come", seg.utt_id)
+            return seg
+        finally:
+            self._decoding -= 1
+        # No two decodes agreeing for this long, with Whisper's 30 s near: take this one's words.
+        force = pos - seg.window_from >= MAX_WINDOW_S * TARGET_RATE
+        fresh = seg.agreement.update(words, force=force)[0]
+        now = time.monotonic()
+        for w in fresh:
+            w.final_at = now
+        u.final_words.extend(fresh)
+        seg.commit_from = min(pos, max(seg.commit_from, round(
+            seg.agreement.boundary(seg.commit_from / TARGET_RATE) * TARGET_RATE)))
+        if seg.agreement.committed and pos - seg.window_from >= TRIM_AFTER_S * TARGET_RATE:
+            # Windows keep the utterance's start while they are short: Whisper hears the final
+            # words again and continues them consistently (windows that started at each
+            # sentence's end lost overlapped words in our benches).
+            seg.window_from = seg.commit_from
+        shown = seg.agreement.committed + seg.agreement.tentative
+        if shown and u.previous_done:  # a partial never overtakes the final before it
+            event = self._event(seg.utt_id, shown, final=False, start=seg.start, end=pos,
+                                wallclock=None)
+            event.stable_text = join_words(seg.agreement.committed, cfg.language)
+            await self.sink(event)
+        if (pos - seg.start) / TARGET_RATE >= cfg.max_utterance and seg.agreement.committed:
+            # A long turn: what is final becomes its own utterance, the rest goes on.
+            await u.after_previous()
+            await self.sink(self._event(seg.utt_id, seg.agreement.committed, final=True,
+                                        start=seg.start, end=seg.commit_from,
+                                        wallclock=now))
+            seg = seg.next(u.utt_id)
+        return seg
+
+    async def _final(self, u: _Open, seg: _Segment) -> None:
+        while u.end is None:
+            await u.audio_until(u.available + 1)
+        assert u.end is not None
+        words: list[Word] = []
+        if u.end - seg.commit_from >= int(0.1 * TARGET_RATE):
+            try:
+                words = await self.asr.final(self._request(u, seg.window_from, u.end,
+                                                           self.config.final_beam))
+                words = _past(words, seg.commit_from)
+            except ValueError as exc:
+                # The request itself is refused (a bad language): no traceback per utterance.
+                log.warning("final decode of %s refused: %.200s", seg.utt_id, exc)
+            except Exception:
+                # A failed decode loses the words not yet final, and the gap stays visible.
+                log.exception("final decode of %s failed", seg.utt_id)
+        words = seg.agreement.committed + seg.agreement.drop_repeated_tail(words)
+        await u.after_previous()
+        u.final_sent = True
+        if not words:
+            return
+        await self.sink(self._event(seg.utt_id, words, final=True, start=seg.start, end=u.end,
+                                    wallclock=u.wallclock))
+
+    def _request(self, u: _Open, window_from: int, b: int, beam: int, short: bool = False,
+                 prompt: bool = True) -> DecodeRequest:
+        # A short rest is decoded with some of the final words before it, heard again and
+        # dropped after. The prompt holds the final words before the audio, never those it
+        # will hear.
+        cfg = self.config
+        a = max(u.start, min(window_from, b - int(MIN_WINDOW_S * TARGET_RATE)))
+        text = cfg.initial_prompt
+        before = [w for w in u.final_words if w.end * TARGET_RATE <= a]
+        if prompt and cfg.prompt_final_words and before:
+            base = text or (ZH_PROMPT if cfg.language == "zh" else "")
+            text = base + join_words(before, cfg.language)[-PROMPT_CHARS:]
+        return DecodeRequest(audio=u.slice(a, b), language=cfg.language, offset=a / TARGET_RATE,
+                             beam_size=beam, initial_prompt=text, short_context=short)
 
     # ---- helpers -------------------------------------------------------------------------
     def _event(self, utt_id: str, words: list[Word], final: bool, start: int, end: int,
@@ -307,15 +507,51 @@ class StreamingTranscriber:
             emitted_wallclock=time.monotonic(),
         )
 
-    def _slice(self, start: int, end: int) -> np.ndarray:
-        a, b = start - self._audio_start, end - self._audio_start
-        return self._audio[max(0, a) : max(0, b)].copy()
-
     def _trim_to(self, sample: int) -> None:
         drop = sample - self._audio_start
         if drop > 0:
             self._audio = self._audio[drop:]
             self._audio_start = sample
+
+
+@dataclass
+class _Segment:
+    """The part of an utterance one final event will carry (a long turn has several)."""
+
+    utt_id: str
+    start: int
+    commit_from: int = -1  # where the audio not yet final starts
+    window_from: int = -1  # where decodes start: the start of the sentence being spoken
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    preview: LocalAgreement = field(default_factory=LocalAgreement)  # partials-only mode
+    part: int = 1
+
+    def __post_init__(self) -> None:
+        if self.commit_from < 0:
+            self.commit_from = self.start
+        if self.window_from < 0:
+            self.window_from = self.commit_from
+
+    def next(self, base_id: str) -> _Segment:
+        seg = _Segment(f"{base_id}-{self.part + 1}", self.commit_from, part=self.part + 1)
+        seg.agreement.carry_over(self.agreement)
+        return seg
+
+
+def _past(words: list[Word], commit_from: int) -> list[Word]:
+    """The decoded words from `commit_from` on: those before it are final already."""
+    cut = commit_from / TARGET_RATE
+    return _collapse_loops([w for w in words if (w.start + w.end) / 2 >= cut - 0.05])
+
+
+def _collapse_loops(words: list[Word]) -> list[Word]:
+    """Whisper's failure on short or clipped audio is one word over and over ("country country
+    country country"); people repeat a word three times at most ("no, no, no")."""
+    out: list[Word] = []
+    for _, group in itertools.groupby(words, key=_key):
+        run = list(group)
+        out.extend(run if len(run) <= 3 else run[:1])
+    return out
 
 
 def join_words(words: list[Word], language: str | None) -> str:

@@ -135,3 +135,29 @@ async def test_one_calls_bad_language_leaves_the_other_calls_transcript_intact(s
            "itself but the fantasy the hopes the dreams built around it")
     hyp = " ".join(re.sub(r"[^\w\s']", " ", f.text.lower()) for f in finals["good"])
     assert jiwer.wer(ref, " ".join(hyp.split())) <= 0.1, hyp
+
+
+def test_short_context_encodes_less_and_keeps_the_words(speech_models):
+    from speech.asr import CONTEXT_MIN_S, context_frames
+
+    # A short window is encoded in the floor context, a long one up to Whisper's 30 s.
+    assert context_frames(2.0) == int(CONTEXT_MIN_S * 100)
+    assert context_frames(12.5) == 1400  # 12.5 s + 1 s of silence, rounded up to 2 s steps
+    assert context_frames(40.0) == 3000
+    engine = speech_models.asr.engine
+    audio = load_audio(shared_audio("wenet/librispeech-1995-1837-0001.wav")).to_16k().samples[0]
+    full, short = (engine.transcribe_batch([DecodeRequest(audio=audio, language="en",
+                                                          short_context=s)])[0]
+                   for s in (False, True))
+    assert engine.pipeline.context_frames == context_frames(len(audio) / 16000)
+    ref = ("it was the first great sorrow of his life it was not so much the loss of the cotton "
+           "itself but the fantasy the hopes the dreams built around it")
+    for words in (full, short):
+        hyp = " ".join(re.sub(r"[^\w\s']", " ", "".join(w.text for w in words).lower()).split())
+        assert jiwer.wer(ref, hyp) <= 0.1, hyp
+    # Both mixed in one queue: grouped apart, so each gets the context it asked for.
+    mixed = engine.transcribe_batch([DecodeRequest(audio=audio, language="en"),
+                                     DecodeRequest(audio=audio, language="en",
+                                                   short_context=True)])
+    assert [w.text for w in mixed[0]] == [w.text for w in full]
+    assert [w.text for w in mixed[1]] == [w.text for w in short]

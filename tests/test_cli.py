@@ -90,3 +90,7 @@ def test_realtime_replay_reports_latency_per_utterance():
     assert len(data["latency_seconds"]) == len(data["segments"]) >= 2
     # How small the latency is depends on the machine and its load: bench/realtime.py.
     assert all(0 < x < data["processing_seconds"] for x in data["latency_seconds"])
+    # One figure per final word: from the end of the word in the audio to its final text.
+    words = sum(len(s["text"].split()) for s in data["segments"])
+    assert len(data["word_latency_seconds"]) == words
+    assert all(0 < x < data["processing_seconds"] for x in data["word_latency_seconds"])

@@ -38,6 +38,14 @@ def test_an_explicit_setting_wins(tmp_path):
     assert rows["whisper"].source == "setting"
 
 
+def test_an_end_of_turn_setting_wins_and_a_missing_one_is_reported(tmp_path):
+    onnx = tmp_path / "turn.onnx"
+    settings = SpeechSettings(turn_model=str(onnx), model_cache=tmp_path / "cache")
+    assert ModelRegistry(settings).turn() == str(onnx)
+    rows = {r.kind: r for r in ModelRegistry(SpeechSettings(model_cache=tmp_path)).describe()}
+    assert rows["turn"].source == "missing" and "end-of-turn" in rows["turn"].detail
+
+
 def test_missing_weights_are_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr("speech.models._package_dir", lambda name: None)
     with pytest.raises(ModelNotAvailableError, match="CALLWISE_WHISPER_MODEL"):
@@ -48,7 +56,8 @@ def test_models_command_lists_every_model_and_its_source():
     out = subprocess.run([sys.executable, "-m", "callwise", "models", "--json"],
                          capture_output=True, text=True, check=True)
     rows = {r["kind"]: r for r in json.loads(out.stdout)}
-    assert set(rows) == {"whisper", "segmentation", "embedding", "intent-en", "multilingual", "llm"}
+    assert set(rows) == {"whisper", "segmentation", "embedding", "turn", "intent-en",
+                         "multilingual", "llm"}
     assert all(r["source"] == "packaged" and r["path"] for r in rows.values())
 
 

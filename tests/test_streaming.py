@@ -11,7 +11,7 @@ import jiwer
 import numpy as np
 
 from speech import CallConfig, StreamingConfig
-from speech.audio_file import load_audio
+from speech.audio_file import AudioClip, load_audio
 from speech.codecs import TARGET_RATE
 from speech.streaming import StreamingTranscriber
 
@@ -35,6 +35,8 @@ async def _stream(models, audio, config, pace=0.0, keep_up=False):
         t.accept(audio[i : i + 320])
         if pace:
             await asyncio.sleep(pace)
+        if keep_up:
+            await asyncio.sleep(0)  # the worker sees the new audio and starts what is due
         while keep_up and t.decoding_partial:  # noqa: ASYNC110 (polls a flag of the real ASR)
             await asyncio.sleep(0.005)
     await t.flush()
@@ -132,6 +134,46 @@ async def test_finals_do_not_depend_on_timing(speech_models):
     finals = await call.finish()
     assert [(s.start, s.speaker, s.text) for s in fast.segments] == [
         (f.start, f.speaker, f.text) for f in finals]
+
+
+async def test_committed_words_are_final_before_the_turn_ends_and_never_rewritten(
+        speech_models):
+    audio = load_audio(shared_audio("wenet/librispeech-1995-1837-0001.wav")).to_16k().samples[0]
+    config = StreamingConfig(language="en", commit_words=True, partial_interval=1.0,
+                             catch_up_after_s=0, stall_timeout_s=60)
+    events = await _stream(speech_models, audio, config, keep_up=True)
+    finals = [e for e in events if e.final]
+    text = _norm(" ".join(f.text for f in finals))
+    ref = ("it was the first great sorrow of his life it was not so much the loss of the cotton "
+           "itself but the fantasy the hopes the dreams built around it")
+    assert jiwer.wer(ref, text) <= 0.15, text
+    final_text = {f.utterance_id: f.text for f in finals}
+    early = [e for e in events if not e.final and e.stable_text]
+    assert early, "no word was final before its utterance ended"
+    for e in early:  # what was shown as final is exactly how the final text begins
+        assert final_text[e.utterance_id].startswith(e.stable_text)
+    first = finals[0].words[0]
+    assert first.final_at is not None and first.final_at < finals[0].emitted_wallclock - 1.0
+
+
+async def test_committed_words_do_not_depend_on_timing(speech_models):
+    """Committing windows sit at positions in the audio: chunking and pacing change nothing."""
+    from speech import CallTranscriber
+    from speech.replay import replay
+
+    stereo = load_audio(shared_audio("faster-whisper/jfk.flac"))  # the same voice twice
+    clip = AudioClip(stereo.samples.mean(axis=0, keepdims=True), stereo.sample_rate)
+    config = CallConfig(layout="stereo", streaming=StreamingConfig(
+        language="en", commit_words=True, partial_interval=1.0, catch_up_after_s=0,
+        stall_timeout_s=60))
+    batch = await replay(clip, speech_models, config)
+    call = CallTranscriber(speech_models, config)
+    mono = clip.samples[0]
+    for i in range(0, len(mono), 2400):
+        call.accept(0, mono[i : i + 2400], clip.sample_rate)
+        await asyncio.sleep(0.02)
+    finals = await call.finish()
+    assert [(s.start, s.text) for s in batch.segments] == [(f.start, f.text) for f in finals]
 
 
 async def test_a_long_turn_is_cut_at_a_pause_and_loses_no_words(speech_models):
