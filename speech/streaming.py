@@ -544,13 +544,25 @@ def _past(words: list[Word], commit_from: int) -> list[Word]:
     return _collapse_loops([w for w in words if (w.start + w.end) / 2 >= cut - 0.05])
 
 
+# Numbers are read out digit by digit or in groups ("1111 1111", "one one one one", "幺幺幺"):
+# a repeat of these is what was said, and the redactor must see every digit of a card number.
+_NUMBER_WORDS = frozenset(
+    "zero oh o one two three four five six seven eight nine double triple "
+    "零 〇 一 幺 二 两 三 四 五 六 七 八 九".split())
+
+
+def _is_number(key: str) -> bool:
+    return any(ch.isdigit() for ch in key) or key in _NUMBER_WORDS
+
+
 def _collapse_loops(words: list[Word]) -> list[Word]:
     """Whisper's failure on short or clipped audio is one word over and over ("country country
-    country country"); people repeat a word three times at most ("no, no, no")."""
+    country country"); people repeat a word three times at most ("no, no, no"), but a number
+    as often as its digits do."""
     out: list[Word] = []
-    for _, group in itertools.groupby(words, key=_key):
+    for key, group in itertools.groupby(words, key=_key):
         run = list(group)
-        out.extend(run if len(run) <= 3 else run[:1])
+        out.extend(run if len(run) <= 3 or _is_number(key) else run[:1])
     return out
 
 

@@ -13,7 +13,8 @@ import numpy as np
 from speech import CallConfig, StreamingConfig
 from speech.audio_file import AudioClip, load_audio
 from speech.codecs import TARGET_RATE
-from speech.streaming import StreamingTranscriber
+from speech.events import Word
+from speech.streaming import StreamingTranscriber, _collapse_loops
 
 from .conftest import FIXTURES, shared_audio
 
@@ -186,6 +187,27 @@ async def test_a_long_turn_is_cut_at_a_pause_and_loses_no_words(speech_models):
     ref = ("it was the first great sorrow of his life it was not so much the loss of the cotton "
            "itself but the fantasy the hopes the dreams built around it")
     assert jiwer.wer(ref, _norm(" ".join(f.text for f in finals))) <= 0.25
+
+
+async def test_a_card_number_read_out_keeps_every_digit(speech_models):
+    # Whisper writes "4111 1111 1111 1111" read aloud as a run of "111"s: a run that long is
+    # no loop to collapse, and the redactor has to see every digit of it.
+    clip = load_audio(FIXTURES / "calls" / "offer_call_stereo.flac").to_16k()
+    config = StreamingConfig(language="en", partial_interval=0)
+    finals = [e for e in await _stream(speech_models, clip.samples[1], config) if e.final]
+    card = next(f.text for f in finals if "card" in f.text)
+    assert sum(ch.isdigit() for ch in card) >= 16, card
+
+
+def test_a_word_looped_is_collapsed_but_a_number_is_kept():
+    def words(texts):
+        return [Word(start=i * 0.3, end=i * 0.3 + 0.2, text=f" {t}") for i, t in enumerate(texts)]
+
+    looped = _collapse_loops(words(["country"] * 6 + ["roads"]))
+    assert [w.text for w in looped] == [" country", " roads"]
+    assert len(_collapse_loops(words(["no,", "no,", "no"]))) == 3
+    for number in (["1111"] * 4, ["one"] * 8, ["幺"] * 5):
+        assert len(_collapse_loops(words(number))) == len(number)
 
 
 async def test_a_sender_that_stops_mid_sentence_still_gets_its_final(speech_models, caplog):
