@@ -6,6 +6,8 @@ Off-line is faster-whisper's own `WhisperModel.transcribe` over the whole file (
 default 30 s windows conditioned on previous text). Streaming is our live path (VAD endpoints,
 one beam-5 decode per utterance) replayed from the file; its finals are what a live call gets.
 Mandarin is scored as CER on simplified characters, both outputs converted the same way.
+"silence" is the streaming path with utterances ended by silence alone (no end-of-turn model,
+as with CALLWISE_END_OF_TURN=false): the end-of-turn model must not cost words.
 """
 
 from __future__ import annotations
@@ -68,10 +70,13 @@ async def main() -> None:
     from speech.replay import replay
 
     models = SpeechModels.load(diarization=False)
+    silence_only = SpeechModels(models.asr, None, None)
     engine = models.asr.engine
     print(f"machine: {machine()}")
     print(f"model: {engine.model_name} ({engine.device}, {engine.compute_type})")
-    print(f"{'file':40} {'lang':4} {'offline':>8} {'stream':>8} {'ref words':>9}  reference")
+    print(f"end of turn: {'Smart Turn v3.2' if models.turn else 'silence only'}")
+    print(f"{'file':40} {'lang':4} {'offline':>8} {'stream':>8} {'silence':>8} {'ref words':>9}"
+          "  reference")
     totals: dict[str, list[int]] = {}
     for name, lang, ref, source in CASES:
         path = AUDIO / name
@@ -92,21 +97,26 @@ async def main() -> None:
         t = await replay(AudioClip(mono[None], 16000), models, config)
         joiner = "" if lang == "zh" else " "
         streamed = joiner.join(s.text for s in t.segments)
+        t = await replay(AudioClip(mono[None], 16000), silence_only, config)
+        e_sil, _ = errors(lang, ref, joiner.join(s.text for s in t.segments))
         e_off, n = errors(lang, ref, offline)
         e_str, _ = errors(lang, ref, streamed)
-        tot = totals.setdefault(lang, [0, 0, 0])
+        tot = totals.setdefault(lang, [0, 0, 0, 0])
         tot[0] += e_off
         tot[1] += e_str
         tot[2] += n
-        print(f"{name:40} {lang:4} {e_off / n:8.3f} {e_str / n:8.3f} {n:9d}  {source}")
+        tot[3] += e_sil
+        print(f"{name:40} {lang:4} {e_off / n:8.3f} {e_str / n:8.3f} {e_sil / n:8.3f} {n:9d}  "
+              f"{source}")
         print(f"    offline: {offline.strip()[:150]}")
         print(f"    stream : {streamed.strip()[:150]}")
-    for lang, (e_off, e_str, n) in totals.items():
+    for lang, (e_off, e_str, n, e_sil) in totals.items():
         metric = "CER" if lang == "zh" else "WER"
         rel = (e_str - e_off) / e_off if e_off else float("inf") if e_str else 0.0
         unit = "chars" if lang == "zh" else "words"
-        print(f"pooled {lang} {metric}: offline {e_off / n:.3f}, streaming {e_str / n:.3f}, "
-              f"relative difference {rel:+.1%} ({n} reference {unit})")
+        print(f"pooled {lang} {metric}: offline {e_off / n:.3f}, streaming {e_str / n:.3f} "
+              f"(silence only {e_sil / n:.3f}), relative difference {rel:+.1%} ({n} reference "
+              f"{unit})")
     models.close()
 
 

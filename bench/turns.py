@@ -15,6 +15,9 @@ the rule that closes it differs:
   at most); p >= 0.5 closes it there; otherwise it is asked again every further 0.2 s of
   silence, and the utterance closes anyway at `fb` (fallback) seconds of silence. Speech
   resuming resets the checks.
+- today+turn (what StreamingTranscriber does with the model loaded): today's silence rule, and
+  one model check at 0.2 s of silence where that rule would wait longer, once the utterance
+  holds StreamingConfig.end_of_turn_min_speech (1 s) voiced; "any": from min_speech on.
 
 Both keep StreamingConfig's speech_threshold, silence_threshold, pad, min_speech (an utterance
 with less voiced audio is noise: its close is no declared end) and max_utterance (a 15 s
@@ -109,7 +112,19 @@ class SmartTurn:
     threshold: float = 0.5
 
 
-Policy = SilenceOnly | SmartTurn
+@dataclass(frozen=True)
+class Hybrid:
+    """What StreamingTranscriber does with the model loaded: today's silence rule, and one
+    model check at `check_after` s of silence where that rule would wait longer, once the
+    utterance holds `min_speech` voiced seconds (StreamingConfig.end_of_turn_*)."""
+
+    name: str
+    check_after: float
+    min_speech: float
+    threshold: float = 0.5
+
+
+Policy = SilenceOnly | SmartTurn | Hybrid
 
 
 @dataclass(frozen=True)
@@ -166,6 +181,7 @@ def endpoint(probs: np.ndarray, audio: np.ndarray, frame: int, cfg, policy: Poli
     voiced = 0  # voiced frames in the open utterance
     frames: list[tuple[int, float]] = []  # (frame end, prob) of the open utterance
     next_check = 0.0  # silence at which the model is asked next
+    asked = False  # Hybrid: the model was asked in this pause
 
     def close(at: int, by: str, ms: float = 0.0) -> None:
         nonlocal start
@@ -178,13 +194,14 @@ def endpoint(probs: np.ndarray, audio: np.ndarray, frame: int, cfg, policy: Poli
         if start is None:
             if p >= cfg.speech_threshold:
                 start, frames, voiced = max(0, frame_start - pad), [], 1
-                last_voiced = frame_end
+                last_voiced, asked = frame_end, False
                 next_check = policy.check_after if isinstance(policy, SmartTurn) else 0.0
             continue
         frames.append((frame_end, p))
         if p >= cfg.silence_threshold and (p >= cfg.speech_threshold or voiced):
             voiced += 1
             last_voiced = frame_end
+            asked = False
             if isinstance(policy, SmartTurn):
                 next_check = policy.check_after  # speech resumed: the turn goes on
         silence = (frame_end - last_voiced) / RATE
@@ -194,6 +211,21 @@ def endpoint(probs: np.ndarray, audio: np.ndarray, frame: int, cfg, policy: Poli
             if silence >= need:
                 close(frame_end, "silence")
                 continue
+        elif isinstance(policy, Hybrid):
+            need = required_silence(cfg, length)
+            if silence >= need:
+                close(frame_end, "silence")
+                continue
+            if (not asked and policy.check_after <= silence
+                    and voiced * frame / RATE >= policy.min_speech):
+                assert model is not None
+                asked = True
+                prob, ms = model(key, audio, start, frame_end)
+                out.call_ms.append(ms)
+                out.checks.append((frame_end / RATE, silence, prob))
+                if prob > policy.threshold:
+                    close(frame_end, "model", ms)
+                    continue
         else:
             if silence >= policy.fallback:
                 close(frame_end, "fallback")
@@ -350,6 +382,8 @@ def main() -> None:
         SilenceOnly("silence 0.3", flat=0.3),
         SilenceOnly("silence 0.8", flat=0.8),
         *(SmartTurn(f"turn {ca}/{fb}", ca, fb) for ca in (0.2, 0.3) for fb in (1.0, 1.5)),
+        Hybrid("today+turn 0.2", cfg.end_of_turn_after, cfg.end_of_turn_min_speech),
+        Hybrid("today+turn any", cfg.end_of_turn_after, cfg.min_speech),
     ]
     selected = [c for c in cases() if args.only is None or args.only in c.name]
     if not selected:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from .asr import AsrService, WhisperEngine
 from .codecs import StreamResampler
 from .diarization import DiarizationConfig, DiarizationModels, StreamingDiarizer
+from .end_of_turn import EndOfTurnModel
 from .events import Transcript, TranscriptSegment, Utterance, Word
 from .models import ModelRegistry
 from .roles import RoleAssigner, RoleConfig, opposite
@@ -43,15 +44,19 @@ class CallConfig(BaseModel):
 class SpeechModels:
     """Everything heavy, loaded once per process and shared by all calls."""
 
-    def __init__(self, asr: AsrService, diarization: DiarizationModels | None) -> None:
-        self.asr, self.diarization = asr, diarization
+    def __init__(self, asr: AsrService, diarization: DiarizationModels | None,
+                 turn: EndOfTurnModel | None = None) -> None:
+        self.asr, self.diarization, self.turn = asr, diarization, turn
 
     @classmethod
-    def load(cls, settings: SpeechSettings | None = None, diarization: bool = True) -> SpeechModels:
+    def load(cls, settings: SpeechSettings | None = None, diarization: bool = True,
+             end_of_turn: bool | None = None) -> SpeechModels:
         settings = settings or SpeechSettings()
         registry = ModelRegistry(settings)
         asr = AsrService(WhisperEngine.from_settings(settings))
-        return cls(asr, DiarizationModels.from_registry(registry) if diarization else None)
+        use_turn = settings.end_of_turn if end_of_turn is None else end_of_turn
+        return cls(asr, DiarizationModels.from_registry(registry) if diarization else None,
+                   EndOfTurnModel(registry.turn()) if use_turn else None)
 
     def close(self) -> None:
         self.asr.close()
@@ -123,7 +128,7 @@ class CallTranscriber:
         if channel not in self._channels:
             self._channels[channel] = StreamingTranscriber(
                 self.models.asr, lambda u, c=channel: self._on_utterance(c, u),
-                self.config.streaming, self.config.call_id, channel,
+                self.config.streaming, self.config.call_id, channel, turn=self.models.turn,
             )
         return self._channels[channel]
 

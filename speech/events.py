@@ -42,6 +42,10 @@ class Utterance(BaseModel):
     # the settled parts that replace it (`replaces` names the provisional utterance).
     provisional: bool = False
     replaces: str | None = None
+    end_of_turn: float | None = Field(
+        None, description="finals: the end-of-turn model's probability that the speaker was "
+        "done at the pause that ended this utterance (above its threshold: the model ended "
+        "it); None where the model was not asked (a long utterance, a quick pause, no model)")
     # Wall-clock bookkeeping for latency figures: when the last audio of the utterance arrived
     # and when this event was produced (time.monotonic seconds).
     audio_end_wallclock: float | None = None

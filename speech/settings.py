@@ -31,6 +31,10 @@ class SpeechSettings(BaseSettings):
     turn_model: str | None = Field(
         None, description="Smart Turn v3 end-of-turn ONNX file; unset: the packaged v3.2"
     )
+    end_of_turn: bool = Field(
+        True, description="ask the end-of-turn model (Smart Turn) at a short pause whether the "
+        "speaker is done, instead of waiting out a fixed silence (StreamingConfig."
+        "end_of_turn_after)")
     model_cache: Path = Field(
         default_factory=model_cache_dir, description="where packaged weights are assembled "
         "(CALLWISE_MODEL_CACHE); unset: $XDG_CACHE_HOME or ~/.cache, then callwise/models"

@@ -39,6 +39,7 @@ from pydantic import BaseModel, Field
 from .agreement import LocalAgreement, _key
 from .asr import ZH_PROMPT, AsrService, DecodeRequest
 from .codecs import TARGET_RATE
+from .end_of_turn import EndOfTurnModel
 from .events import Utterance, Word
 from .vad import FRAME, StreamingVad
 
@@ -85,6 +86,14 @@ class StreamingConfig(BaseModel):
         True, description="windows encode only their audio plus a second of silence, not "
         "Whisper's 30 s: a fraction of the work per window; finals always get the full 30 s, "
         "whose words are a little better")
+    end_of_turn_after: float = Field(
+        0.2, ge=0, description="with the end-of-turn model loaded: silence after which it is "
+        "asked whether the speaker is done; yes ends the utterance there, instead of after the "
+        "`min_silence` a short utterance otherwise waits for; 0: silence alone decides")
+    end_of_turn_min_speech: float = Field(
+        1.0, description="voiced seconds an utterance needs before the end-of-turn model may "
+        "end it: a shorter one (\"Hi.\", \"Yeah.\") decoded alone loses its sentence's context "
+        "(WER on our benches) and Whisper is unreliable on clips under a second")
     stall_timeout_s: float = Field(
         1.2, ge=0, description="wall-clock seconds without any audio after which an open "
         "utterance is finalized as if silence had followed; 0: wait for the audio")
@@ -112,6 +121,7 @@ class _Open:
     # windows behind the previous final's sink, which waits seconds for a mono call's speaker.
     previous: asyncio.Future[None] | None = None
     final_sent: bool = False
+    end_of_turn: float | None = None  # the end-of-turn model's probability at its last pause
 
     async def after_previous(self) -> None:
         """Final events leave in the order the words were spoken."""
@@ -159,8 +169,10 @@ class StreamingTranscriber:
     """Feed 16 kHz float32 audio with `accept`; utterances go to `sink` in order."""
 
     def __init__(self, asr: AsrService, sink: EventSink, config: StreamingConfig,
-                 call_id: str = "call", channel: int = 0) -> None:
+                 call_id: str = "call", channel: int = 0,
+                 turn: EndOfTurnModel | None = None) -> None:
         self.asr, self.sink, self.config = asr, sink, config
+        self.turn = turn if config.end_of_turn_after > 0 else None
         self.call_id, self.channel = call_id, channel
         self.vad = StreamingVad()
         self._ids = itertools.count(1)
@@ -183,6 +195,13 @@ class StreamingTranscriber:
         self.stalls = 0  # utterances finalized because audio stopped arriving
         self.skipped_windows = 0  # window decodes skipped to catch up with the audio
         self.samples_seen = 0
+        # While the end-of-turn model is asked about a pause, later VAD frames wait here: the
+        # answer applies at the pause, and every frame after it is taken as if it had come at
+        # once, so where utterances end never depends on how fast the model answered.
+        self._turn_check: asyncio.Future[None] | None = None
+        self._held: list[tuple[float, float]] = []  # (VAD probability, arrival time)
+        self._turn_asked = False  # in this pause
+        self.turn_ends = 0  # utterances the end-of-turn model ended
 
     @property
     def _utt_start(self) -> int | None:
@@ -198,7 +217,10 @@ class StreamingTranscriber:
         if self._utt is not None:
             self._utt.append(audio)  # an endpoint inside this chunk bounds it by `end`
         for prob in self.vad(audio):
-            self._on_frame(float(prob), now)
+            if self._turn_check is not None:
+                self._held.append((float(prob), now))
+            else:
+                self._on_frame(float(prob), now)
         # The open utterance holds its own audio: keep only the padding we may prepend to the
         # next one, counted from the frame the VAD has not seen yet, so chunk sizes never
         # change where utterances start.
@@ -213,6 +235,8 @@ class StreamingTranscriber:
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
+        while self._turn_check is not None:
+            await self._turn_check  # it takes in the frames held meanwhile
         if self._utt is not None:
             self._finalize(self.samples_seen)
         if self._worker is not None:
@@ -274,8 +298,13 @@ class StreamingTranscriber:
             if prob >= cfg.speech_threshold or self._voiced:
                 self._mark_voiced(frame_end, now)
         silence = (frame_end - self._last_voiced_end) / TARGET_RATE
-        if silence >= self._required_silence(frame_end):
+        required = self._required_silence(frame_end)
+        if silence >= required:
             self._finalize(min(frame_end, self._last_voiced_end + int(cfg.pad * TARGET_RATE)))
+        elif (self.turn is not None and not self._turn_asked and not self._commits
+              and cfg.end_of_turn_after <= silence < required
+              and self._voiced * FRAME_S >= cfg.end_of_turn_min_speech):
+            self._ask_turn(frame_end)
         elif (not self._commits
               and (frame_end - self._utt.start) / TARGET_RATE >= cfg.max_utterance):
             # (Committing windows split a long utterance at its final words instead.)
@@ -300,9 +329,56 @@ class StreamingTranscriber:
         self._utt = _Open.of(f"{self.call_id}-c{self.channel}-u{next(self._ids)}", start, audio)
         self._frames = []
         self._voiced = 0
+        self._turn_asked = False
         self._worker = asyncio.ensure_future(self._run(self._utt, self._worker))
 
+    def _ask_turn(self, frame_end: int) -> None:
+        """Is the speaker done? The model hears the utterance up to this frame, pause included."""
+        u, turn = self._utt, self.turn
+        assert u is not None and turn is not None
+        self._turn_asked = True
+        end = min(frame_end, self._last_voiced_end + int(self.config.pad * TARGET_RATE))
+        audio = u.slice(max(u.start, frame_end - int(turn.config.max_audio_s * TARGET_RATE)),
+                        frame_end)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # fed outside an event loop: answer at once
+            self._on_turn_answer(u, end, self._predict(audio))
+            return
+        self._turn_check = loop.create_task(self._check_turn(u, end, audio))
+
+    def _predict(self, audio: np.ndarray) -> float | None:
+        assert self.turn is not None
+        try:
+            return self.turn.predict(audio)
+        except Exception:
+            # Silence alone ends the utterance then, a little later: nothing is lost.
+            log.exception("end-of-turn model failed on %s", self.call_id)
+            return None
+
+    async def _check_turn(self, u: _Open, end: int, audio: np.ndarray) -> None:
+        # Off the event loop that reads the media: the model takes 40-300 ms on a busy CPU.
+        probability = await asyncio.to_thread(self._predict, audio)
+        self._turn_check = None
+        self._on_turn_answer(u, end, probability)
+        held, self._held = self._held, []
+        for i, (prob, now) in enumerate(held):
+            if self._turn_check is not None:  # a frame asked again: the rest waits again
+                self._held = held[i:] + self._held
+                break
+            self._on_frame(prob, now)
+
+    def _on_turn_answer(self, u: _Open, end: int, probability: float | None) -> None:
+        assert self.turn is not None
+        if probability is None or self._utt is not u:
+            return  # the stall timer closed it meanwhile
+        u.end_of_turn = round(probability, 3)
+        if probability > self.turn.config.threshold:
+            self.turn_ends += 1
+            self._finalize(end)
+
     def _mark_voiced(self, frame_end: int, now: float) -> None:
+        self._turn_asked = False  # speech again: the next pause is asked about afresh
         self._voiced += 1
         self._last_voiced_end = frame_end
         self._voiced_wallclock = now
@@ -477,8 +553,10 @@ class StreamingTranscriber:
         u.final_sent = True
         if not words:
             return
-        await self.sink(self._event(seg.utt_id, words, final=True, start=seg.start, end=u.end,
-                                    wallclock=u.wallclock))
+        event = self._event(seg.utt_id, words, final=True, start=seg.start, end=u.end,
+                            wallclock=u.wallclock)
+        event.end_of_turn = u.end_of_turn
+        await self.sink(event)
 
     def _request(self, u: _Open, window_from: int, b: int, beam: int, short: bool = False,
                  prompt: bool = True) -> DecodeRequest:

@@ -23,7 +23,7 @@ def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
 
 
-async def _stream(models, audio, config, pace=0.0, keep_up=False):
+async def _stream(models, audio, config, pace=0.0, keep_up=False, turn=None, chunk=320):
     """keep_up: wait for each partial before more audio, as if the ASR were always fast
     enough; what a test checks then does not depend on this machine's speed or load."""
     events = []
@@ -31,9 +31,9 @@ async def _stream(models, audio, config, pace=0.0, keep_up=False):
     async def sink(u):
         events.append(u)
 
-    t = StreamingTranscriber(models.asr, sink, config)
-    for i in range(0, len(audio), 320):
-        t.accept(audio[i : i + 320])
+    t = StreamingTranscriber(models.asr, sink, config, turn=turn)
+    for i in range(0, len(audio), chunk):
+        t.accept(audio[i : i + chunk])
         if pace:
             await asyncio.sleep(pace)
         if keep_up:
@@ -197,6 +197,45 @@ async def test_a_card_number_read_out_keeps_every_digit(speech_models):
     finals = [e for e in await _stream(speech_models, clip.samples[1], config) if e.final]
     card = next(f.text for f in finals if "card" in f.text)
     assert sum(ch.isdigit() for ch in card) >= 16, card
+
+
+async def test_the_end_of_turn_model_ends_utterances_at_a_short_pause_whatever_the_timing(
+        speech_models):
+    # The agent's channel of our call: short sentences, each followed by a pause that silence
+    # alone takes 0.5 s to call an end. The model's answers apply where they were asked, so
+    # the cuts do not depend on chunk sizes or on how fast the model answered.
+    agent = load_audio(FIXTURES / "calls" / "offer_call_stereo.flac").to_16k().samples[0]
+    config = StreamingConfig(language="en", partial_interval=0)
+    silence = [e for e in await _stream(speech_models, agent, config) if e.final]
+    runs = [[e for e in await _stream(speech_models, agent, config, turn=speech_models.turn,
+                                      chunk=chunk, pace=pace) if e.final]
+            for chunk, pace in ((320, 0.0), (1600, 0.003))]
+    # (A word's end can move by milliseconds with what else was in the ASR's batch.)
+    cut = [(f.start, f.text, f.end_of_turn) for f in runs[0]]
+    assert cut == [(f.start, f.text, f.end_of_turn) for f in runs[1]]
+    assert all(f.end_of_turn is None for f in silence)
+    ended = [f for f in runs[0] if f.end_of_turn is not None and f.end_of_turn > 0.5]
+    assert ended, cut
+    assert len(runs[0]) >= len(silence)
+    spoken = _norm(" ".join(f.text for f in silence))
+    assert jiwer.wer(spoken, _norm(" ".join(f.text for f in runs[0]))) <= 0.15
+
+
+async def test_a_failing_end_of_turn_model_leaves_it_to_silence(speech_models, monkeypatch,
+                                                               caplog):
+    agent = load_audio(FIXTURES / "calls" / "offer_call_stereo.flac").to_16k().samples[0]
+    config = StreamingConfig(language="en", partial_interval=0)
+    silence = [e.text for e in await _stream(speech_models, agent, config) if e.final]
+
+    def broken(audio, sample_rate=16_000):
+        raise RuntimeError("onnxruntime: out of memory")
+
+    monkeypatch.setattr(speech_models.turn, "predict", broken)
+    with caplog.at_level(logging.ERROR):
+        finals = [e for e in await _stream(speech_models, agent, config,
+                                           turn=speech_models.turn) if e.final]
+    assert [f.text for f in finals] == silence
+    assert "end-of-turn model failed" in caplog.text
 
 
 def test_a_word_looped_is_collapsed_but_a_number_is_kept():
