@@ -161,3 +161,35 @@ def test_short_context_encodes_less_and_keeps_the_words(speech_models):
                                                    short_context=True)])
     assert [w.text for w in mixed[0]] == [w.text for w in full]
     assert [w.text for w in mixed[1]] == [w.text for w in short]
+
+
+async def test_a_partial_kept_waiting_by_finals_rides_along_with_them(speech_models, monkeypatch):
+    # A steady stream of finals (many calls) would starve a long turn's partials: the agent
+    # would see nothing of it until its end. One that has waited rides along with the finals.
+    import speech.asr as asr_module
+    from speech.asr import AsrService
+
+    monkeypatch.setattr(asr_module, "PARTIAL_STARVED_S", 0.0)
+    engine = speech_models.asr.engine
+    batches: list[int] = []
+    transcribe_each = engine.transcribe_each
+
+    def recorded(reqs):
+        batches.append(len(reqs))
+        return transcribe_each(reqs)
+
+    monkeypatch.setattr(engine, "transcribe_each", recorded)
+    service = AsrService(engine)
+    try:
+        short, _, jfk = _requests()
+        long_final = jfk
+        busy = asyncio.ensure_future(service.final(long_final))
+        while not batches:  # noqa: ASYNC110 (the worker thread is decoding the first final)
+            await asyncio.sleep(0.01)
+        partial = asyncio.ensure_future(service.partial("call/0", jfk))
+        finals = [asyncio.ensure_future(service.final(short)) for _ in range(2)]
+        await asyncio.gather(busy, partial, *finals)
+    finally:
+        service.close()
+    assert batches == [1, 3]
+    assert "country" in "".join(w.text for w in partial.result())
