@@ -214,6 +214,7 @@ class CallTranscriber:
                 runs[-1][1].append(word)
             else:
                 runs.append((word.speaker, [word]))
+        runs = _snap_to_sentences(runs)
         # A single short word on the far side of a speaker change is usually a word-timestamp
         # error at the boundary, not a turn: it stays with the run before it.
         merged: list[tuple[str | None, list[Word]]] = []
@@ -248,6 +249,43 @@ class CallTranscriber:
             await self.sink(utt)
         except Exception:
             log.exception("utterance sink failed; the transcript keeps the utterance")
+
+
+SENTENCE_END = (".", "?", "!", "。", "？", "！")
+SNAP_WORDS = 2
+
+
+def _snap_to_sentences(runs: list[tuple[str | None, list[Word]]]
+                       ) -> list[tuple[str | None, list[Word]]]:
+    """Move each speaker change to a sentence end at most SNAP_WORDS words away. The
+    diarizer's activity is an average over seconds of windows, so its change lags or leads
+    the voice by a word or two ("... down here, so what can I say? Oh, I | don't hear"), while
+    people hand over the floor at the end of a sentence, which Whisper punctuates."""
+    if len(runs) < 2:
+        return runs
+    words = [w for _, ws in runs for w in ws]
+    owners = [spk for spk, ws in runs for _ in ws]
+    b = 0
+    for i in range(len(runs) - 1):
+        b += len(runs[i][1])  # the first word of run i + 1
+        ends = [j for j in range(b - SNAP_WORDS, b + SNAP_WORDS + 1)
+                if 0 < j < len(words) and words[j - 1].text.strip().endswith(SENTENCE_END)]
+        if not ends or b in ends:
+            continue
+        j = min(ends, key=lambda j: (abs(j - b), j))
+        # Only within the two runs at this change: a move never swallows a third speaker's run.
+        lo, hi = b - len(runs[i][1]), b + len(runs[i + 1][1])
+        if lo < j < hi:
+            left, right = owners[b - 1], owners[b]
+            for k in range(min(j, b), max(j, b)):
+                owners[k] = left if k < j else right
+    out: list[tuple[str | None, list[Word]]] = []
+    for spk, w in zip(owners, words, strict=True):
+        if out and out[-1][0] == spk:
+            out[-1][1].append(w)
+        else:
+            out.append((spk, [w]))
+    return out
 
 
 def _stamp(words: list[Word], now: float | None = None) -> None:

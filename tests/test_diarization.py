@@ -81,3 +81,27 @@ async def test_an_enrolled_agent_voice_decides_roles_and_unsure_means_unknown(sp
 
     nobody = await replay(clip, speech_models, CallConfig())
     assert {s.role for s in nobody.segments} == {"unknown"}
+
+
+def test_a_speaker_change_moves_to_the_sentence_end_next_to_it():
+    from speech.call import _snap_to_sentences
+    from speech.events import Word
+
+    def run(speaker, *texts):
+        return speaker, [Word(start=0, end=0, text=f" {t}") for t in texts]
+
+    def shown(runs):
+        return [(spk, " ".join(w.text.strip() for w in ws)) for spk, ws in runs]
+
+    # The diarizer hands "Oh, I" to the speaker before; the sentence ended two words earlier.
+    late = [run("S1", "what", "can", "I", "say?", "Oh,", "I"), run("S2", "don't", "hear", "that")]
+    assert shown(_snap_to_sentences(late)) == [("S1", "what can I say?"),
+                                               ("S2", "Oh, I don't hear that")]
+    early = [run("S1", "so", "what", "can"), run("S2", "I", "say?", "Oh", "no.")]
+    assert shown(_snap_to_sentences(early)) == [("S1", "so what can I say?"), ("S2", "Oh no.")]
+    # No sentence end near the change: it stays where the diarizer put it.
+    far = [run("S1", "one", "two", "three", "four."), run("S2", "five", "six", "seven", "eight")]
+    assert shown(_snap_to_sentences(far)) == shown(far)
+    # A short run between two changes is never swallowed by a move across it.
+    three = [run("S1", "yes."), run("S2", "no"), run("S1", "maybe.", "later")]
+    assert [spk for spk, _ in _snap_to_sentences(three)] == ["S1", "S2", "S1"]
