@@ -89,7 +89,8 @@ class StreamingConfig(BaseModel):
     end_of_turn_after: float = Field(
         0.2, ge=0, description="with the end-of-turn model loaded: silence after which it is "
         "asked whether the speaker is done; yes ends the utterance there, instead of after the "
-        "`min_silence` a short utterance otherwise waits for; 0: silence alone decides")
+        "`min_silence` a short utterance otherwise waits for; 0: silence alone decides "
+        "(so does `commit_words`, whose windows were measured without it)")
     end_of_turn_min_speech: float = Field(
         1.0, description="voiced seconds an utterance needs before the end-of-turn model may "
         "end it: a shorter one (\"Hi.\", \"Yeah.\") decoded alone loses its sentence's context "
