@@ -1,10 +1,11 @@
 """Which words of a growing utterance are final: LocalAgreement-2 over a sliding window.
 
 A word becomes final once two consecutive hypotheses agree on it (LocalAgreement-2, as in
-Macháček et al., "Turning Whisper into Real-Time Transcription System", 2023). Its audio is then
-dropped from the next decode: the window restarts where the final words end, so each decode sees
-only the few seconds not yet final, and a long turn costs no more per decode than a short one.
-The final words go into the next decode's prompt, so Whisper keeps the sentence's context.
+Macháček et al., "Turning Whisper into Real-Time Transcription System", 2023). Once a window
+grows long, its final audio is dropped from the next decode (the window restarts where the final
+words end, speech/streaming.py TRIM_AFTER_S), so a long turn costs no more per decode than a
+short one. The final words go into the next decode's prompt, so Whisper keeps the sentence's
+context.
 
 `LocalAgreement` holds no clock and no audio: it is fed the hypothesis of each window and says
 what became final, which keeps the rule testable with hand-made words.

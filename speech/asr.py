@@ -255,6 +255,8 @@ class WhisperEngine:
         return out
 
 
+# A partial this old is no preview any more: past it, the agent sees a long turn's words late
+# enough that one decode's delay to the finals queued behind costs them less.
 PARTIAL_STARVED_S = 1.5
 
 
