@@ -254,7 +254,8 @@ class TwilioMediaStream:
         out = []
         if stamp is None:
             self._next_ms[track] = expected + duration
-        elif stamp + duration <= expected and expected - stamp <= MAX_GAP_MS + duration:
+        # (A last frame shorter than a millisecond is new audio, not a repeat of none.)
+        elif stamp + max(duration, 1) <= expected and expected - stamp <= MAX_GAP_MS + duration:
             raise FrameError(f"frame at {stamp} ms repeats audio already received")
         elif abs(stamp - expected) > MAX_GAP_MS:
             # Far ahead or far behind: the sender's clock jumped (or restarted). Follow it

@@ -67,6 +67,16 @@ def test_repeated_frames_are_dropped():
     assert len(audio[0]) == 4000 and stream.skipped_frames == 1
 
 
+def test_a_last_frame_of_a_few_samples_is_kept_not_taken_for_a_repeat():
+    # A recording rarely ends on a 20 ms boundary: its last frame can hold 4 samples (0 ms).
+    tone = _tone(0.5)
+    msgs = twilio_messages([np.concatenate([tone, tone[:4]])], 8000, ["inbound"])
+    stream = TwilioMediaStream()
+    audio = _feed(stream, msgs)
+    assert stream.skipped_frames == 0
+    assert len(audio[0]) == 4004
+
+
 def test_unknown_codec_is_a_clear_error():
     msgs = twilio_messages([_tone(0.1)], 8000, ["inbound"], encoding="audio/opus")
     stream = TwilioMediaStream()
