@@ -163,23 +163,47 @@ class CallTranscriber:
         diarizer = self.diarizer
         assert diarizer is not None
         settle = utt.end + min(self.config.diarization.latency, self.config.diarization.window)
+        guesses: list[Utterance] = []
         if self.config.provisional_finals and diarizer.processed_until < settle:
             # The words are final now; who said them is not settled for seconds. An agent's
             # screen cannot wait that long: send the diarizer's guess, correct it later.
             _stamp(utt.words)
-            guess = self._provisional(utt)
-            await self._emit(guess)
+            guesses = self._provisional(utt)
+            for guess in guesses:
+                await self._emit(guess)
         while diarizer.processed_until < settle and not self._finished:
             self._diar_progress.clear()
             await self._diar_progress.wait()
-        for part in self._split_by_speaker(utt):
-            if utt.provisional:
-                part.provisional, part.replaces = False, utt.utterance_id
+        parts = self._split_by_speaker(utt)
+        if not guesses:
+            for part in parts:
+                await self._emit(part)
+            return
+        for part in _settle_guesses(parts, guesses):
             await self._emit(part)
 
-    def _provisional(self, utt: Utterance) -> Utterance:
+    def _provisional(self, utt: Utterance) -> list[Utterance]:
+        """The diarizer's guess of who said which words, split where it hears a change."""
         diarizer = self.diarizer
         assert diarizer is not None
+        utt.provisional = True  # marks the original: its settled parts replace the guesses
+        if diarizer.processed_until > utt.start + 0.3 and diarizer.centroids:
+            parts = []
+            for part in self._split_by_speaker(utt.model_copy(deep=True), decide=False):
+                if parts and part.speaker is None:
+                    # Words past what the diarizer has heard: most often the voice before.
+                    prev = parts[-1]
+                    prev.words += part.words
+                    prev.end = part.end
+                    prev.text = prev.stable_text = join_words(prev.words, utt.language)
+                else:
+                    parts.append(part)
+            for i, part in enumerate(parts):
+                part.provisional = True
+                part.utterance_id = (utt.utterance_id if len(parts) == 1
+                                     else f"{utt.utterance_id}.p{i + 1}")
+                self._remember(part)
+            return parts
         guess = utt.model_copy(deep=True)
         guess.provisional = True
         if diarizer.processed_until > utt.start + 0.3:
@@ -194,9 +218,8 @@ class CallTranscriber:
             elif previous is None:
                 guess.role = self.config.roles.first_speaker or "unknown"
             guess.speaker = None
-        utt.provisional = True  # marks the original: its settled parts replace the guess
         self._remember(guess)
-        return guess
+        return [guess]
 
     def _remember(self, utt: Utterance) -> None:
         # Settled parts of an older utterance can arrive after the next one's guess: the guess
@@ -204,7 +227,8 @@ class CallTranscriber:
         if self._last_final is None or utt.start >= self._last_final.start:
             self._last_final = utt
 
-    def _split_by_speaker(self, utt: Utterance) -> list[Utterance]:
+    def _split_by_speaker(self, utt: Utterance, decide: bool = True) -> list[Utterance]:
+        """Runs of one speaker's words; `decide`: their roles are settled for good."""
         diarizer = self.diarizer
         assert diarizer is not None
         runs: list[tuple[str | None, list[Word]]] = []
@@ -234,7 +258,8 @@ class CallTranscriber:
             part.text = join_words(words, utt.language)
             part.stable_text = part.text
             part.speaker = speaker
-            part.role = self.roles.role(speaker, diarizer.speakers, diarizer.centroids)
+            role = self.roles.role if decide else self.roles.guess
+            part.role = role(speaker, diarizer.speakers, diarizer.centroids)
             parts.append(part)
         return parts
 
@@ -249,6 +274,35 @@ class CallTranscriber:
             await self.sink(utt)
         except Exception:
             log.exception("utterance sink failed; the transcript keeps the utterance")
+
+
+def _settle_guesses(parts: list[Utterance], guesses: list[Utterance]) -> list[Utterance]:
+    """The settled parts of an utterance, cut where its guesses were cut: each piece replaces
+    the guess its words were shown in (the first piece in a guess takes the guess's line, the
+    others follow it), so no guessed line is left standing and none is replaced twice."""
+    owner = [part for part in parts for _ in part.words]
+    words = [w for part in parts for w in part.words]
+    out: list[Utterance] = []
+    taken = 0
+    for guess in guesses:
+        span = range(taken, taken + len(guess.words))
+        taken += len(guess.words)
+        runs: list[tuple[Utterance, list[Word]]] = []
+        for k in span:
+            if runs and runs[-1][0] is owner[k]:
+                runs[-1][1].append(words[k])
+            else:
+                runs.append((owner[k], [words[k]]))
+        for i, (part, ws) in enumerate(runs):
+            piece = part.model_copy(deep=True)
+            piece.utterance_id = (guess.utterance_id if len(runs) == 1
+                                  else f"{guess.utterance_id}.{i + 1}")
+            piece.words = ws
+            piece.start, piece.end = ws[0].start, ws[-1].end
+            piece.text = piece.stable_text = join_words(ws, part.language)
+            piece.provisional, piece.replaces = False, guess.utterance_id
+            out.append(piece)
+    return out
 
 
 SENTENCE_END = (".", "?", "!", "。", "？", "！")

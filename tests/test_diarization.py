@@ -105,3 +105,49 @@ def test_a_speaker_change_moves_to_the_sentence_end_next_to_it():
     # A short run between two changes is never swallowed by a move across it.
     three = [run("S1", "yes."), run("S2", "no"), run("S1", "maybe.", "later")]
     assert [spk for spk, _ in _snap_to_sentences(three)] == ["S1", "S2", "S1"]
+
+
+async def test_a_mono_calls_guessed_lines_are_each_replaced_and_no_word_is_lost(speech_models):
+    # The live runtime shows the diarizer's guess of who said which words at once, split where
+    # it hears a change, then the settled speakers: every guessed line must be replaced by
+    # settled lines of exactly its words, or the agent's screen would keep a stale line.
+    clip = load_audio(shared_audio("pyannote/sample.wav"))
+    config = CallConfig(layout="mono", provisional_finals=True)
+    events = []
+
+    async def sink(u):
+        if u.final:
+            events.append(u)
+
+    await replay(clip, speech_models, config, sink=sink)
+    guesses = {e.utterance_id: e for e in events if e.provisional}
+    settled = [e for e in events if not e.provisional]
+    assert guesses, "the diarizer never lagged the ASR: no guess to check"
+    assert len(set(guesses)) == len([e for e in events if e.provisional])
+    for gid, guess in guesses.items():
+        parts = [e for e in settled if e.replaces == gid]
+        assert parts, f"guess {gid} was never replaced"
+        assert [w.text for p in parts for w in p.words] == [w.text for w in guess.words]
+    assert all(e.replaces in guesses for e in settled if e.replaces)
+    assert len({e.utterance_id for e in settled}) == len(settled)
+
+
+def test_settled_parts_are_cut_where_the_guesses_were():
+    from speech.call import _settle_guesses
+    from speech.events import Utterance, Word
+
+    def utt(uid, speaker, *texts, provisional=False):
+        words = [Word(start=i, end=i + 0.5, text=f" {t}") for i, t in enumerate(texts)]
+        return Utterance(call_id="c", utterance_id=uid, channel=0, final=True, start=0, end=9,
+                         text=" ".join(texts), words=words, language="en", speaker=speaker,
+                         provisional=provisional)
+
+    # Guessed: "a b" | "c d e"; settled: "a b c" (S1) | "d e" (S2).
+    guesses = [utt("u.p1", "S1", "a", "b", provisional=True),
+               utt("u.p2", "S2", "c", "d", "e", provisional=True)]
+    parts = [utt("u.1", "S1", "a", "b", "c"), utt("u.2", "S2", "d", "e")]
+    out = _settle_guesses(parts, guesses)
+    assert [(p.utterance_id, p.replaces, p.speaker, p.text) for p in out] == [
+        ("u.p1", "u.p1", "S1", "a b"), ("u.p2.1", "u.p2", "S1", "c"),
+        ("u.p2.2", "u.p2", "S2", "d e")]
+    assert not any(p.provisional for p in out)
