@@ -192,10 +192,8 @@ class CallTranscriber:
             for part in self._split_by_speaker(utt.model_copy(deep=True), decide=False):
                 if parts and part.speaker is None:
                     # Words past what the diarizer has heard: most often the voice before.
-                    prev = parts[-1]
-                    prev.words += part.words
-                    prev.end = part.end
-                    prev.text = prev.stable_text = join_words(prev.words, utt.language)
+                    parts[-1] = _with_words(parts[-1], parts[-1].utterance_id,
+                                            parts[-1].words + part.words)
                 else:
                     parts.append(part)
             for i, part in enumerate(parts):
@@ -250,13 +248,8 @@ class CallTranscriber:
                 merged.append((speaker, words))
         parts = []
         for i, (speaker, words) in enumerate(merged):
-            part = utt.model_copy(deep=True)
-            if len(merged) > 1:
-                part.utterance_id = f"{utt.utterance_id}.{i + 1}"
-            part.words = words
-            part.start, part.end = words[0].start, words[-1].end
-            part.text = join_words(words, utt.language)
-            part.stable_text = part.text
+            part = _with_words(utt, f"{utt.utterance_id}.{i + 1}" if len(merged) > 1
+                               else utt.utterance_id, words)
             part.speaker = speaker
             role = self.roles.role if decide else self.roles.guess
             part.role = role(speaker, diarizer.speakers, diarizer.centroids)
@@ -274,6 +267,15 @@ class CallTranscriber:
             await self.sink(utt)
         except Exception:
             log.exception("utterance sink failed; the transcript keeps the utterance")
+
+
+def _with_words(utt: Utterance, utterance_id: str, words: list[Word]) -> Utterance:
+    """A copy of `utt` that holds only `words` (its text and times follow them)."""
+    part = utt.model_copy(deep=True)
+    part.utterance_id, part.words = utterance_id, words
+    part.start, part.end = words[0].start, words[-1].end
+    part.text = part.stable_text = join_words(words, utt.language)
+    return part
 
 
 def _settle_guesses(parts: list[Utterance], guesses: list[Utterance]) -> list[Utterance]:
@@ -294,12 +296,8 @@ def _settle_guesses(parts: list[Utterance], guesses: list[Utterance]) -> list[Ut
             else:
                 runs.append((owner[k], [words[k]]))
         for i, (part, ws) in enumerate(runs):
-            piece = part.model_copy(deep=True)
-            piece.utterance_id = (guess.utterance_id if len(runs) == 1
-                                  else f"{guess.utterance_id}.{i + 1}")
-            piece.words = ws
-            piece.start, piece.end = ws[0].start, ws[-1].end
-            piece.text = piece.stable_text = join_words(ws, part.language)
+            piece = _with_words(part, guess.utterance_id if len(runs) == 1
+                                else f"{guess.utterance_id}.{i + 1}", ws)
             piece.provisional, piece.replaces = False, guess.utterance_id
             out.append(piece)
     return out

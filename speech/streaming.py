@@ -204,10 +204,6 @@ class StreamingTranscriber:
         self._turn_asked = False  # in this pause
         self.turn_ends = 0  # utterances the end-of-turn model ended
 
-    @property
-    def _utt_start(self) -> int | None:
-        return None if self._utt is None else self._utt.start
-
     # ---- input ---------------------------------------------------------------------------
     def accept(self, audio: np.ndarray) -> None:
         """Never blocks on the ASR: decoding runs in tasks; the caller keeps reading media."""
@@ -250,7 +246,7 @@ class StreamingTranscriber:
         # One timer per stream, not one per frame: when it fires it checks how long ago the
         # last audio came and sleeps again for the rest of the timeout.
         timeout = self.config.stall_timeout_s
-        if timeout <= 0 or self._utt_start is None or self._stall_timer is not None:
+        if timeout <= 0 or self._utt is None or self._stall_timer is not None:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -264,7 +260,7 @@ class StreamingTranscriber:
 
     def _on_stall_check(self, loop: asyncio.AbstractEventLoop) -> None:
         self._stall_timer = None
-        if self._utt_start is None:
+        if self._utt is None:
             return  # the audio closed the utterance; the next one re-arms the timer
         now = time.monotonic()
         timeout = self.config.stall_timeout_s

@@ -267,7 +267,7 @@ async def test_a_sender_that_stops_mid_sentence_still_gets_its_final(speech_mode
     t = StreamingTranscriber(speech_models.asr, sink, config)
     for i in range(0, len(audio), 320):
         t.accept(audio[i : i + 320])
-    assert t._utt_start is not None, "the VAD ended the sentence: the test needs it open"
+    assert t._utt is not None, "the VAD ended the sentence: the test needs it open"
     busy, stopped, stopped_at = speech_models.asr.busy_seconds, time.monotonic(), time.time()
     with caplog.at_level(logging.INFO, logger="speech.streaming"):
         await asyncio.wait_for(last.wait(), timeout=60)  # no flush(): only the stall ends it
