@@ -194,7 +194,6 @@ class StreamingTranscriber:
         self._stall_timer: asyncio.TimerHandle | None = None
         self._stall_due = 0.0
         self.stalls = 0  # utterances finalized because audio stopped arriving
-        self.skipped_windows = 0  # window decodes skipped to catch up with the audio
         self.samples_seen = 0
         # While the end-of-turn model is asked about a pause, later VAD frames wait here: the
         # answer applies at the pause, and every frame after it is taken as if it had come at
@@ -202,7 +201,6 @@ class StreamingTranscriber:
         self._turn_check: asyncio.Future[None] | None = None
         self._held: list[tuple[float, float]] = []  # (VAD probability, arrival time)
         self._turn_asked = False  # in this pause
-        self.turn_ends = 0  # utterances the end-of-turn model ended
 
     # ---- input ---------------------------------------------------------------------------
     def accept(self, audio: np.ndarray) -> None:
@@ -371,7 +369,6 @@ class StreamingTranscriber:
             return  # the stall timer closed it meanwhile
         u.end_of_turn = round(probability, 3)
         if probability > self.turn.config.threshold:
-            self.turn_ends += 1
             self._finalize(end)
 
     def _mark_voiced(self, frame_end: int, now: float) -> None:
@@ -448,7 +445,6 @@ class StreamingTranscriber:
                 behind = u.available - pos
                 if u.end is None and cfg.catch_up_after_s and \
                         behind > cfg.catch_up_after_s * TARGET_RATE:
-                    self.skipped_windows += behind // step
                     pos += behind // step * step
                 if pos - u.last_voiced_before(pos) <= PARTIAL_QUIET_S * TARGET_RATE:
                     seg = await self._window(u, seg, pos)
