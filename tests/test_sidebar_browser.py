@@ -151,16 +151,7 @@ async def test_an_agent_works_a_live_call_in_the_sidebar(server, database, tmp_p
 
         # keyboard: select the second card, dismiss it
         await agent.locator("body").click(position={"x": 5, "y": 5})
-        cards = agent.locator(".card[data-state=shown]")
-        if await cards.count() >= 2:
-            await agent.keyboard.press("2")
-            await agent.wait_for_selector(".card.selected >> nth=0")
-            selected = agent.locator(".card.selected")
-            dismissed_id = await selected.get_attribute("data-id")
-            if await selected.get_attribute("data-state") == "shown":
-                await agent.keyboard.press("d")
-                await agent.wait_for_selector(
-                    f".card[data-id='{dismissed_id}'][data-feedback=dismissed]")
+        dismissed_id = await dismiss_second_card(agent)
         await agent.keyboard.press("?")
         assert await agent.locator("#help").is_visible()
         await agent.keyboard.press("Escape")
@@ -199,6 +190,9 @@ async def test_an_agent_works_a_live_call_in_the_sidebar(server, database, tmp_p
         assert "[CARD]" in " ".join(r["text_redacted"] for r in stored)
         assert await pool.fetchval("SELECT feedback FROM suggestions WHERE id = $1",
                                    accepted_id) == "accepted"
+        if dismissed_id:
+            assert await pool.fetchval("SELECT feedback FROM suggestions WHERE id = $1",
+                                       dismissed_id) == "dismissed"
         row = await pool.fetchrow("SELECT disposition, wrap_up_note, wrapped_up_by FROM calls "
                                   "WHERE id = $1", call_id)
         note = json.loads(row["wrap_up_note"])
@@ -212,6 +206,37 @@ async def test_an_agent_works_a_live_call_in_the_sidebar(server, database, tmp_p
         assert any(m["kind"] == "first_card" and m["ms"] > 0 for m in metrics), metrics
         for page in (agent, other, boss):
             assert page.console.errors(allow=NETWORK_DOWN) == []  # type: ignore[attr-defined]
+
+
+async def dismiss_second_card(page) -> str | None:
+    """Picks the second card with "2" and dismisses it with "d"; returns its id.
+
+    The call goes on meanwhile: the customer's next turn may replace the cards between the two
+    keys, and then the pick is gone and "d" must do nothing; the agent tries again.
+    """
+    for _ in range(5):
+        if await page.locator(".card[data-state=shown]").count() < 2:
+            await asyncio.sleep(0.5)
+            continue
+        await page.keyboard.press("2")
+        try:
+            await page.wait_for_selector(".card.selected:nth-child(2)", timeout=2_000)
+        except Exception:  # the cards changed under the key: pick again
+            continue
+        picked = await page.locator(".card.selected").get_attribute("data-id")
+        if await page.locator(".card.selected").get_attribute("data-state") != "shown":
+            continue
+        await page.keyboard.press("d")
+        outcome = await page.wait_for_function(
+            """id => { const card = document.querySelector(`.card[data-id='${id}']`);
+                       if (!card) return "replaced";
+                       return card.dataset.feedback === "dismissed" ? "dismissed" : null; }""",
+            arg=picked, timeout=10_000)
+        if await outcome.json_value() == "dismissed":
+            return picked
+        # a new turn replaced the cards: nothing else may have been dismissed by that "d"
+        assert await page.locator(".card[data-feedback=dismissed]").count() == 0
+    return None
 
 
 def _line(call_id: str, n: int, role: str, text: str, start: float) -> Utterance:

@@ -8,6 +8,8 @@
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
   const MAX_CARDS = 3;
+  // a key pressed this soon after the call changed the aimed-at card was meant for the old one
+  const SHIFT_GUARD_MS = 400;
 
   const state = {
     me: null,
@@ -17,7 +19,11 @@
     socket: null,
     caughtUp: false,
     retry: 0,
-    selected: 0,
+    // the chosen card by id, not by place: a reply that arrives must not shift the choice
+    selected: null,
+    aimedId: null,        // the card the keys act on, as last painted
+    aimedChangedAt: 0,    // when the call (not the agent) last changed that card
+    pickedByKey: false,
     pinned: null,
     renderQueued: false,
   };
@@ -131,7 +137,7 @@
   function turnOf(c, seq) {
     if (seq === null || seq === undefined) return true;
     if (seq < c.cardSeq) return false;
-    if (seq > c.cardSeq) { c.cardSeq = seq; c.cards.clear(); state.selected = 0; }
+    if (seq > c.cardSeq) { c.cardSeq = seq; c.cards.clear(); }
     return true;
   }
 
@@ -261,14 +267,26 @@
 
   const cardNodes = new Map();
 
+  // The card the keys act on: the one the agent picked, else the first. A pick whose card
+  // is gone (the customer's next turn replaced the cards) acts on nothing.
+  function aimedCard(cards) {
+    return state.selected === null ? cards[0] : cards.find(card => card.id === state.selected);
+  }
+
   function renderCards(c) {
     const cards = visibleCards(c);
-    state.selected = Math.min(state.selected, Math.max(0, cards.length - 1));
+    const aimed = aimedCard(cards);
+    const aimedId = aimed ? aimed.id : null;
+    if (aimedId !== state.aimedId) {
+      if (!state.pickedByKey) state.aimedChangedAt = performance.now();
+      state.aimedId = aimedId;
+    }
+    state.pickedByKey = false;
     $("cards-empty").hidden = cards.length > 0;
     const nodes = cards.map((card, i) => {
       let node = cardNodes.get(card.id);
       if (!node) { node = h("article", { class: "card", dataset: { id: card.id } }); cardNodes.set(card.id, node); }
-      fillCard(node, c, card, i);
+      fillCard(node, c, card, i, card.id === aimedId);
       return node;
     });
     for (const id of [...cardNodes.keys()]) if (!c.cards.has(id)) cardNodes.delete(id);
@@ -291,8 +309,7 @@
     empty: "The AI had nothing to add",
   };
 
-  function fillCard(node, c, card, index) {
-    const selected = index === state.selected;
+  function fillCard(node, c, card, index, selected) {
     node.className = ["card", `source-${card.source}`, `state-${card.state}`,
                       card.feedback ? `fb-${card.feedback}` : "", selected ? "selected" : ""]
       .filter(Boolean).join(" ");
@@ -500,6 +517,19 @@
     }
   }
 
+  // A key acts on the card the agent sees aimed at, never on one that just took its place:
+  // a reply arriving or the customer's next turn must not turn "dismiss" into a wrong click.
+  function actionable(cards) {
+    const card = aimedCard(cards);
+    if (!card && state.selected !== null) {
+      state.selected = null;  // the picked card is gone: the first one is aimed at now
+      schedule();
+      return null;
+    }
+    if (!card || card.id !== state.aimedId) return null;
+    return performance.now() - state.aimedChangedAt < SHIFT_GUARD_MS ? null : card;
+  }
+
   function onKey(event) {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const target = event.target;
@@ -509,10 +539,14 @@
     }
     const c = state.calls.get(state.current);
     const cards = c ? visibleCards(c) : [];
-    const card = cards[state.selected];
+    const card = actionable(cards);
     switch (event.key) {
       case "1": case "2": case "3": case "4":
-        if (Number(event.key) <= cards.length) { state.selected = Number(event.key) - 1; schedule(); }
+        if (Number(event.key) <= cards.length) {
+          state.selected = cards[Number(event.key) - 1].id;
+          state.pickedByKey = true;
+          schedule();
+        }
         break;
       case "a": if (card) feedback(c, card, "accepted"); break;
       case "d": if (card) feedback(c, card, "dismissed"); break;
