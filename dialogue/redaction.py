@@ -9,12 +9,16 @@ characters between digits), so redaction works in three steps:
    for each character where it came from so that findings point into the original text.
 2. Read numbers: digits and number words (from `[spoken]` in `rules/redaction.toml`) form
    units; units separated by nothing, whitespace, a separator word ("dash", "uh") or at most two
-   non-alphanumeric characters (not % or a currency sign) join into runs. A comma between short
-   groups ("1,200,000", "12, 24, 36") joins only loosely: such a run stays whole only if a
-   Luhn-valid card is in it ("4, 1, 1, 1, ..."). Dates, times and amounts are taken off a run's
-   ends, and a run that is only those ("2024-03-15 10:30") is no number to hide.
-3. Classify each run with the `[[rule]]`s, first match wins. A run too long for a card (a card
-   read with its expiry: "4111 1111 1111 1111 12/27") is searched for a Luhn-valid card at unit
+   non-alphanumeric characters (not % or a currency sign; an ellipsis, a pause, is one) join
+   into runs. "oh" is zero inside a number, and starts one only before another digit word ("oh
+   seven seven double oh ..."). A comma between short groups ("1,200,000", "12, 24, 36") joins
+   only loosely: such a run stays whole only if a Luhn-valid card is in it ("4, 1, 1, 1, ...")
+   or it is a phone number read with pauses ("212, 555, 0188"). Dates, times and amounts are
+   taken off a run's ends, and a run that is only those ("2024-03-15 10:30") is no number to hide.
+3. Classify each run with the `[[rule]]`s, first match wins; a rule may ask for a cue before
+   the number (a security-code cue for a CVV, a + for a country code) and rule out what is said
+   right before or after it (an expiry, a currency). A run too long for a card (a card read with
+   its expiry: "4111 1111 1111 1111 12/27") is searched for a Luhn-valid card at unit
    boundaries; what is left around it is classified again.
 
 Each finding says which rule fired and why, and whether the number passes the check a real one
@@ -32,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr
 
 RULES_FILE = Path(__file__).with_name("rules") / "redaction.toml"
 
@@ -46,6 +50,9 @@ _WORD = re.compile(r"[^\W_]+")
 _MAX_GAP = 12  # characters between two units of a number (whitespace and separator word included)
 _MAX_GAP_SYMBOLS = 2  # "(212) 555": a bracket and a space; "4111 - 1111"
 _MAX_GAP_SPACES = 8
+# ASR writes a pause as an ellipsis ("6222 0212… 3456 7890", "……" folds to six dots): one mark.
+_ELLIPSIS = re.compile(r"\.{2,}")
+_AFTER = 16  # characters after a number that a rule's not_followed_by looks at
 
 _Y = r"(?:19|20)\d{2}"
 _MO = r"(?:0?[1-9]|1[0-2])"
@@ -58,6 +65,9 @@ _AMOUNT = r"\d{1,3}(?:,\d{3}){1,3}(?:\.\d{1,2})?"
 _ITEM = re.compile(rf"(?<!\d[,.])(?:{_DATE}|{_TIME}|(?P<amount>{_AMOUNT}))(?![,.]?\d)")
 _CARD_DIGITS = (13, 19)  # the lengths of a payment card number (ISO/IEC 7812)
 _LOOSE = 2
+# The groups of a North American number read out with pauses, which ASR writes as commas
+# ("212, 555, 0188", "1, 800, 555, 0199"): they stay one number, where "12, 24, 36" is a list.
+_PAUSED_PHONE = frozenset({(3, 3, 4), (1, 3, 3, 4)})
 _GB11643_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 
@@ -71,13 +81,28 @@ class Rule(BaseModel):
     max_digits: int | None = None
     allow_x_last: bool = False
     prefix_pattern: str | None = None
+    # Regular expressions (on the lower-cased text), one of which must occur in the
+    # context_window characters just before the number.
     context: list[str] = []
     context_window: int = 40
+    # Regular expressions, none of which may match right after the number ("800 块" and "250
+    # dollars" after a security-code cue are amounts, not the code), nor at the end of the text
+    # just before it ("CVV 417, expiry 12/27": the nearer cue says what 12/27 is).
+    not_followed_by: list[str] = []
+    not_preceded_by: list[str] = []
     # In a run longer than max_digits, look for a Luhn-valid number of this rule's length at
     # unit boundaries (a card number followed by its expiry date or CVV).
     luhn_split: bool = False
+    _cue: re.Pattern[str] | None = PrivateAttr(default=None)
+    _followed: re.Pattern[str] | None = PrivateAttr(default=None)
+    _preceded: re.Pattern[str] | None = PrivateAttr(default=None)
 
-    def matches(self, digits: str, before: str) -> bool:
+    def model_post_init(self, _context: object) -> None:
+        self._cue = _any_of(self.context)
+        self._followed = _any_of(self.not_followed_by)
+        self._preceded = _any_of(self.not_preceded_by)
+
+    def matches(self, digits: str, before: str, after: str = "") -> bool:
         n = len(digits)
         if self.digits is not None and n != self.digits:
             return False
@@ -89,10 +114,18 @@ class Rule(BaseModel):
             return False
         if self.prefix_pattern and not re.match(self.prefix_pattern, digits):
             return False
-        if self.context:
-            window = before[-self.context_window :].lower()
-            return any(cue in window for cue in self.context)
-        return True
+        if not (self.context or self.not_preceded_by or self.not_followed_by):
+            return True  # most rules: their fields are quicker to read than the patterns
+        window = before[-self.context_window :].lower()
+        if self._cue is not None and self._cue.search(window) is None:
+            return False
+        if self._preceded is not None and self._preceded.search(window):
+            return False
+        return self._followed is None or self._followed.match(after.lower()) is None
+
+
+def _any_of(patterns: list[str]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
 
 
 class Spoken(BaseModel):
@@ -282,7 +315,7 @@ def _gap_ok(gap: str) -> tuple[bool, bool]:
     words = _WORD.findall(gap)
     if len(words) > 1 or (words and words[0] not in _SEPARATORS):
         return False, False
-    rest = _WORD.sub("", gap)
+    rest = _ELLIPSIS.sub("\u2026", _WORD.sub("", gap))
     symbols = [c for c in rest if not c.isspace()]
     if len(symbols) > _MAX_GAP_SYMBOLS or len(rest) - len(symbols) > _MAX_GAP_SPACES:
         return False, False
@@ -309,7 +342,7 @@ def _runs(norm: str, units: list[_Unit]) -> list[_Run]:
     runs: list[_Run] = []
     loose: list[set[int]] = []  # per run: the units joined to the one before only loosely
     closed = True  # the last run ended with an X (an ID number's check character)
-    for unit in units:
+    for k, unit in enumerate(units):
         last = runs[-1].units[-1] if runs else None
         joins = 0 if closed or last is None else _joins(last, unit, norm[last.end : unit.start])
         if joins:
@@ -317,7 +350,7 @@ def _runs(norm: str, units: list[_Unit]) -> list[_Run]:
                 loose[-1].add(len(runs[-1].units))
             runs[-1].units.append(unit)
             closed = unit.digits == "X"
-        elif unit.weak or unit.digits == "X":
+        elif unit.digits == "X" or (unit.weak and not _leads(norm, unit, units[k + 1 : k + 2])):
             continue  # "Oh, hello" holds no number; an X starts none
         else:
             runs.append(_Run([unit]))
@@ -333,11 +366,20 @@ def _runs(norm: str, units: list[_Unit]) -> list[_Run]:
     return out
 
 
+def _leads(norm: str, weak: _Unit, after: list[_Unit]) -> bool:
+    """A weak zero starts a number when a digit word follows it after a space: "oh seven seven
+    double oh, nine ..." (a UK mobile said aloud); "Oh, hello" and "Oh, 4111 ..." start none."""
+    nxt = after[0] if after else None
+    return (nxt is not None and nxt.spoken and not nxt.weak
+            and norm[weak.end : nxt.start].isspace())
+
+
 def _pieces(norm: str, units: list[_Unit], cuts: set[int]) -> list[_Run]:
     """The numbers a run holds: none if it is only dates, times and amounts ("2024-03-15 10:30",
     "1,200,000 - 1,500,000"); dates, times and amounts at its ends taken off ("2024-03-15, 18
     months"); its loose joins (cuts) undone unless a card number is in it ("4, 1, 1, 1, ..."
-    and "411,111,111,111,111" are read-out cards, "12, 24, 36" is a list)."""
+    and "411,111,111,111,111" are read-out cards, "12, 24, 36" is a list) or it is a phone
+    number read with pauses ("212, 555, 0188")."""
     items = _items(norm, units)
     if sum(j - i for i, j, _ in items) == len(units):
         return []
@@ -351,7 +393,8 @@ def _pieces(norm: str, units: list[_Unit], cuts: set[int]) -> list[_Run]:
             b = i
     cuts = {c - a for c in cuts if a < c < b}
     units = units[a:b]
-    if not cuts or _luhn_window(units, *_CARD_DIGITS) is not None:
+    if (not cuts or _luhn_window(units, *_CARD_DIGITS) is not None
+            or tuple(len(u.digits) for u in units) in _PAUSED_PHONE):
         return [_Run(units)]
     out = []
     for i, j in itertools.pairwise([0, *sorted(cuts), len(units)]):
@@ -409,8 +452,9 @@ def _classify(run: _Run, rules: tuple[Rule, ...], text: str,
     def whole(a: int, b: int) -> Finding | tuple[int, int, Rule] | None:
         number = digits[offsets[a] : offsets[b]]
         start, end = origin[units[a].start], origin[units[b - 1].end - 1] + 1
+        before, after = text[max(0, start - reach) : start], text[end : end + _AFTER]
         for rule in rules:
-            if rule.matches(number, text[max(0, start - reach) : start]):
+            if rule.matches(number, before, after):
                 # "601174999416031/1227" is 19 digits and no card, but a card and its expiry
                 valid = (checksum_ok(number)
                          or _window(offsets, digits, a, b, *_CARD_DIGITS) is not None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import unicodedata
@@ -25,6 +26,64 @@ def test_recall_is_total_for_cards_and_ids_and_nothing_else_is_hidden():
                      "zh_spoken"]:
         assert result.spans_by_class[f"CARD/{spelling}"] >= 2, spelling
     assert all(r == 1.0 for r in result.recall_by_class.values()), result.missed
+
+
+def test_the_hand_written_held_out_set_is_found_whole_and_nothing_else_is_hidden():
+    # fixtures/redaction/README.md: written by hand, apart from the generator and rule tuning
+    path = FIXTURES / "redaction" / "heldout.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    mandarin = sum(bool(re.search(r"[\u4e00-\u9fff]", r["text"])) for r in rows)
+    assert len(rows) >= 120 and 0.4 <= mandarin / len(rows) <= 0.6
+    assert sum(not r["spans"] for r in rows) >= 30  # negatives: amounts, rates, dates, tenors
+    for row in rows:  # the set itself: real-looking card and ID numbers
+        for span in row["spans"]:
+            said = digit_stream(span["text"])
+            if span["kind"] == "CARD":
+                assert luhn(said), span
+            if span["kind"] == "ID":
+                assert _gb11643(said + ("X" if span["text"][-1] in "xX" else "")), span
+    result = score(path)
+    assert all(result.spans[kind] >= 15 for kind in ["CARD", "CVV", "ID", "PHONE"]), result.spans
+    assert result.recall == {kind: 1.0 for kind in result.spans}, result.missed
+    assert all(r == 1.0 for r in result.recall_by_class.values()), result.missed
+    assert result.false_alarms == []
+
+
+def _gb11643(number: str) -> bool:
+    weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+    total = sum(int(d) * w for d, w in zip(number[:17], weights, strict=True))
+    return len(number) == 18 and "10X98765432"[total % 11] == number[17].upper()
+
+
+def test_everyday_mandarin_ways_of_giving_the_security_code():
+    for text in ["卡背后那三个数字是 二八三", "背面签名那一栏最后三位，幺零九",
+                 "卡片反面的三位数 334", "后面那三位是 5 0 7", "你说的安全代码是 882 吗",
+                 "CVN2 两两六", "卡的校验码：903", "背面后三码 640", "签名条旁边印着 417"]:
+        r = redact(text)
+        assert [f.kind for f in r.findings] == ["CVV"], text
+        assert re.search(r"[0-9零一二三四五六七八九幺两]{3}", r.text) is None, r.text
+
+
+def test_a_security_code_cue_does_not_hide_amounts_counts_or_the_expiry():
+    for text, kept in [
+        ("背面那三位我等下再说，先问一下 600 块那笔", "600 块"), ("后面三个月每月还 900", "900"),
+        ("后面还有 300 没还", "300"), ("卡背面写着 95588", "95588"), ("安全码三位数是吧", "三位数"),
+        ("the code on the back? I paid 120 dollars", "120 dollars"),
+        ("安全码 417，有效期 11/28", "有效期 11/28"),
+        ("CVV 417, it expires oh nine twenty eight", "oh nine twenty eight"),
+    ]:
+        result = redact(text).text
+        assert kept in result and "417" not in result, result
+
+
+def test_country_codes_pauses_and_oh_are_read_as_people_say_them():
+    assert redact("+86 139 1234 5678").text == "+[PHONE]"  # 13 digits, yet no card
+    assert redact("+44 7700 900 123").findings[0].kind == "PHONE"
+    assert redact("it's 646, 555, 0143").text == "it's [PHONE]"  # not "646, [PHONE]"
+    assert redact("oh two oh, seven nine four six, oh nine five eight").text == "[PHONE]"
+    assert redact("卡号 6222 0212…… 3456 7890 128").text == "卡号 [CARD]"
+    assert redact("4111 1111... 1111 1111").text == "[CARD]"
+    assert redact("Oh, one more thing").findings == []
 
 
 def test_each_finding_says_which_rule_fired_and_why():
