@@ -454,6 +454,29 @@ class Guard:
             await send({"type": "http.response.body", "body": body})
 
 
+def _schedule_playbook_refresh(s: Services) -> None:
+    """`serve` learns from use: the store's calls and agents' feedback make a new playbook
+    version every `playbook_refresh_hours` (campaigns.playbook_refresh)."""
+    suggester = s.runtime.suggester if s.runtime is not None else None
+    if s.database is None or suggester is None or s.settings.playbook_refresh_hours <= 0:
+        return
+    from campaigns.playbook_refresh import refresh_every
+    from dialogue.defaults import PLAYBOOK_CALLS
+    from dialogue.playbook import read_calls
+    from dialogue.playbook_versions import PlaybookVersions
+
+    task = asyncio.create_task(refresh_every(
+        s.settings.playbook_refresh_hours * 3600, s.database.pool,
+        PlaybookVersions(s.settings.playbooks()), read_calls(PLAYBOOK_CALLS), suggester),
+        name="playbook-refresh")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    s.owned.append(stop)
+
+
 # -- the app ----------------------------------------------------------------------------------
 def create_app(
     settings: AppSettings | None = None,
@@ -494,6 +517,7 @@ def create_app(
                     raise
                 log.warning("signed-out tokens not loaded, database unavailable: %s", exc)
         _signer(s)
+        _schedule_playbook_refresh(s)
         log.warning("callwise serving media (/twilio, /pcm), sidebars (/events), the API and "
                     "the dashboard (/dashboard)%s",
                     "" if s.settings.media_tokens or s.settings.twilio_auth_token else

@@ -155,7 +155,7 @@ class Runtime:
 
     async def _warm(self, suggester: Suggester) -> None:
         try:
-            await suggester.warm_up(self.config.default_language or "en")
+            await suggester.warm_up()
         except Exception as exc:  # the LLM is down: calls get exemplars and say why
             log.warning("LLM warm-up failed: %s", exc)
 
@@ -169,7 +169,12 @@ class Runtime:
                    llm: bool = True) -> Runtime:
         """The bundled models, the embedded LLM (or CALLWISE_LLM_BASE_URL) and the store, as
         the process's one settings object says."""
-        from dialogue.defaults import default_intent_model, default_playbook, policy_text
+        from dialogue.defaults import (
+            current_playbook,
+            default_facts,
+            default_intent_model,
+            policy_text,
+        )
         from dialogue.llm import LLMError, make_client
 
         from .settings import AppSettings
@@ -177,14 +182,15 @@ class Runtime:
         settings = settings or AppSettings()
         speech = await asyncio.to_thread(SpeechModels.load, settings.speech)
         classifier = await asyncio.to_thread(default_intent_model)
-        playbook = await asyncio.to_thread(default_playbook, classifier)
+        playbook = await asyncio.to_thread(current_playbook, classifier, settings.playbooks())
         client = None
         if llm:
             try:
                 client = await asyncio.to_thread(make_client, settings.llm)
             except LLMError as exc:
                 log.warning("no LLM (%s): suggestions come from top agents' replies only", exc)
-        suggester = Suggester(classifier, playbook, client, policy_text())
+        suggester = Suggester(classifier, playbook, client, policy_text(),
+                              facts=default_facts())
         writer = (await StoreWriter.open(settings.database_url, settings.outbox_path)
                   if database else None)
         config = RuntimeConfig(max_calls=settings.max_calls,

@@ -331,7 +331,7 @@ class CallSession:
             return
         cards = self.suggester.exemplar_suggestions(assist, history)
         for rank, (card, exemplar) in enumerate(cards[: self.suggester.config.k]):
-            self._show(card, turn, assist, rank, latency, (exemplar,))
+            self._show(card, turn, assist, rank, latency, (exemplar,) if exemplar else ())
         if self.suggester.llm is not None and self.config.llm:
             sid = new_id()
             task = asyncio.create_task(self._llm_reply(sid, turn, u, assist, history),

@@ -91,6 +91,17 @@ class AppSettings(BaseSettings):
     cookie_secure: bool = Field(
         False, description="mark the login cookie Secure (set it when served over https)"
     )
+    playbook_dir: Path | None = Field(
+        None, description="versioned playbooks (`callwise playbook refresh`); unset: "
+        "playbooks/ in the data dir. Its CURRENT version is used, else the shipped one")
+    playbook_refresh_hours: float = Field(
+        24.0, ge=0, description="how often `serve` refreshes the playbook from the store's "
+        "calls and agents' feedback; 0: never")
+
+    def playbooks(self) -> Path:
+        from campaigns.embedded import default_data_dir
+
+        return self.playbook_dir or default_data_dir() / "playbooks"
 
     @field_validator("allowed_origins", "media_tokens", "frame_ancestors", mode="before")
     @classmethod

@@ -160,7 +160,7 @@ async def main() -> None:
     args = parser.parse_args()
 
     from assist.runtime import Runtime
-    from dialogue.defaults import default_intent_model, default_playbook, policy_text
+    from dialogue.defaults import default_facts, default_intent_model, default_playbook, policy_text
     from dialogue.llm import make_client
     from dialogue.suggest import Suggester
     from speech import SpeechModels
@@ -168,14 +168,16 @@ async def main() -> None:
     speech = SpeechModels.load()
     classifier = default_intent_model()
     llm = None if args.no_llm else make_client()
-    suggester = Suggester(classifier, default_playbook(classifier), llm, policy_text())
+    suggester = Suggester(classifier, default_playbook(classifier), llm, policy_text(),
+                          facts=default_facts())
     print(f"machine: {machine()}")
     print(f"models: packaged whisper base (CPU int8), pyannote segmentation + resemblyzer, "
           f"LLM {'none' if llm is None else type(llm).__name__}; call: {args.file.name} "
           f"({'mono' if args.mono else 'two-track'}), {args.speed:g}x real time, "
           f"calls started {STAGGER} s apart")
     if args.churn:
-        runtime = Runtime(speech, Suggester(classifier, suggester.playbook, None, policy_text()),
+        runtime = Runtime(speech, Suggester(classifier, suggester.playbook, None, policy_text(),
+                                            facts=suggester.facts),
                           None)
         print(f"before: RSS {rss_mb():7.0f} MB (models loaded)")
         await churn(runtime, args.file, args.churn)

@@ -107,7 +107,7 @@ async def llm_examples(suggester) -> None:  # type: ignore[no-untyped-def]
 
 
 async def main() -> None:
-    from dialogue.defaults import default_intent_model, default_playbook, policy_text
+    from dialogue.defaults import default_facts, default_intent_model, default_playbook, policy_text
     from dialogue.llm import LLMSettings, make_client
     from dialogue.suggest import Suggester
 
@@ -122,7 +122,7 @@ async def main() -> None:
     model = default_intent_model()
     playbook = default_playbook(model)
     llm = await asyncio.to_thread(make_client, settings)
-    suggester = Suggester(model, playbook, llm, policy_text())
+    suggester = Suggester(model, playbook, llm, policy_text(), facts=default_facts())
     instant_latency(suggester)
     scaled_retrieval(playbook)
     try:

@@ -36,6 +36,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     sh = psub.add_parser("leaderboard", help="the agent ranking a playbook was built from")
     sh.add_argument("--playbook", type=Path)
     sh.add_argument("--json", action="store_true")
+    rf = psub.add_parser("refresh", help="a new playbook version from the store's calls and "
+                         "agents' feedback (DATABASE_URL, else the embedded server)")
+    rf.add_argument("--versions", type=Path, help="default: playbooks/ in the data dir")
+    rf.add_argument("--calls", type=Path, help="the historical corpus (default: the shipped one)")
+    rf.add_argument("--eval", type=Path, help="a reply set (fixtures/replies): score the first "
+                    "cards before and after")
+    vs = psub.add_parser("versions", help="the refreshes so far, and which one is in use")
+    vs.add_argument("--versions", type=Path)
+    vs.add_argument("--use", help="put this version in use (a rollback)")
     qu = psub.add_parser("query", help="exemplars for a customer line")
     qu.add_argument("text")
     qu.add_argument("--playbook", type=Path)
@@ -62,10 +71,72 @@ def _intent_model(path: Path | None):  # type: ignore[no-untyped-def]
 
 
 def _playbook(path: Path | None, intent_model):  # type: ignore[no-untyped-def]
-    from dialogue.defaults import default_playbook
+    from dialogue.defaults import current_playbook
     from dialogue.playbook import Playbook
 
-    return Playbook.load(path) if path else default_playbook(intent_model)
+    return Playbook.load(path) if path else current_playbook(intent_model, _versions_root(None))
+
+
+def _versions_root(path: Path | None) -> Path:
+    from assist.settings import AppSettings
+
+    return path or AppSettings().playbooks()
+
+
+def _first_card_score(playbook, classifier, cases) -> float:  # type: ignore[no-untyped-def]
+    from dialogue.defaults import default_facts, policy_text
+    from dialogue.reply_eval import instant_first_cards, score
+    from dialogue.suggest import Suggester, _figures
+
+    suggester = Suggester(classifier, playbook, None, policy_text(), facts=default_facts())
+    return score("refresh", cases, instant_first_cards(suggester, cases),
+                 _figures(suggester.policy)).first_right
+
+
+async def _refresh(args: argparse.Namespace) -> int:
+    from campaigns.db import connect
+    from campaigns.playbook_refresh import publish, read_history
+    from dialogue.defaults import PLAYBOOK_CALLS, current_playbook
+    from dialogue.playbook import read_calls
+    from dialogue.playbook_versions import PlaybookVersions
+    from dialogue.reply_eval import read_cases
+
+    versions = PlaybookVersions(_versions_root(args.versions))
+    classifier = _intent_model(None)
+    before = current_playbook(classifier, versions.root)
+    async with await connect() as db:
+        history = await read_history(db.pool)
+    cases = read_cases(args.eval) if args.eval else []
+    playbook, record = await asyncio.to_thread(
+        publish, history, versions, read_calls(args.calls or PLAYBOOK_CALLS), classifier,
+        previous=before)
+    if cases:
+        record.figures = {"first_card_right_before": _first_card_score(before, classifier, cases),
+                          "first_card_right_after": _first_card_score(playbook, classifier,
+                                                                      cases)}
+        versions.annotate(record)
+    print(record.model_dump_json(indent=2))
+    return 0
+
+
+def _versions(args: argparse.Namespace) -> int:
+    from dialogue.playbook_versions import PlaybookVersions
+
+    versions = PlaybookVersions(_versions_root(args.versions))
+    if args.use:
+        versions.point(args.use)
+    current = versions.current()
+    for r in versions.history():
+        c = r.changes
+        mark = "*" if r.version == current else " "
+        print(f"{mark} {r.version}  {r.created_at:%Y-%m-%d %H:%M}  from {r.parent or 'shipped'}"
+              f"  {r.calls} calls ({r.store_calls} live), top agents {','.join(c.top_agents_after)}"
+              f" (+{len(c.agents_in)} -{len(c.agents_out)}), replies {c.exemplars_after} "
+              f"(+{c.added} -{c.removed}), demoted {len(c.demoted)}, cards judged "
+              f"{r.feedback_cards}" + "".join(f", {k} {v:.3f}" for k, v in r.figures.items()))
+    if not current:
+        print("no refreshed version in use: the shipped playbook")
+    return 0
 
 
 def _intents(args: argparse.Namespace) -> int:
@@ -106,6 +177,10 @@ def _playbook_cmd(args: argparse.Namespace) -> int:
         print(rule.describe())
         print(json.dumps(playbook.stats.model_dump() if playbook.stats else {}, indent=2))
         return 0
+    if args.action == "refresh":
+        return asyncio.run(_refresh(args))
+    if args.action == "versions":
+        return _versions(args)
     playbook = _playbook(args.playbook, None if args.playbook else _intent_model(None))
     if args.action == "leaderboard":
         if args.json:
@@ -142,14 +217,15 @@ def _parse_turns(raw: list[str]):  # type: ignore[no-untyped-def]
 
 
 async def _suggest(args: argparse.Namespace) -> int:
-    from dialogue.defaults import policy_text
+    from dialogue.defaults import default_facts, policy_text
     from dialogue.llm import make_client
     from dialogue.suggest import Suggester
 
     history = _parse_turns(args.turns)
     classifier = _intent_model(args.intent_model)
     llm = None if args.no_llm else make_client()
-    suggester = Suggester(classifier, _playbook(args.playbook, classifier), llm, policy_text())
+    suggester = Suggester(classifier, _playbook(args.playbook, classifier), llm, policy_text(),
+                          facts=default_facts())
     try:
         result = await suggester.suggest("cli", history)
     finally:

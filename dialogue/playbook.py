@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,13 @@ class PlaybookEntry(BaseModel):
     outcome: str
     language: str
     scenario: str = ""
+    accepted: int = Field(0, description="agents' accepts of this reply as a card (refresh)")
+    dismissed: int = Field(0, description="agents' dismissals of it")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What a shown card cites it by: its call and the customer's words it answered."""
+        return self.call_id, self.context
 
 
 class RetrievalConfig(BaseModel):
@@ -49,6 +56,9 @@ class RetrievalConfig(BaseModel):
     intent_bonus: float = Field(0.08, description="added when the exemplar's intent matches")
     language_bonus: float = Field(0.05, description="added when the language matches")
     converted_bonus: float = Field(0.02, description="a reply from a call that converted")
+    feedback_weight: float = Field(
+        0.1, description="times (accepted - dismissed) / (accepted + dismissed + 2): agents' "
+        "verdicts move a reply, a few of them only a little")
 
 
 class BuildStats(BaseModel):
@@ -113,11 +123,16 @@ class Playbook:
         self._intents = np.array([e.intent or "" for e in entries])
         self._languages = np.array([e.language for e in entries])
         self._converted = np.array([e.outcome == "converted" for e in entries])
+        self._verdict = np.array([(e.accepted - e.dismissed) / (e.accepted + e.dismissed + 2)
+                                  for e in entries], dtype=np.float32)
 
     @classmethod
     def build(cls, calls: Sequence[CallRecord], rule: LeaderboardRule | None = None,
               classifier: IntentClassifier | None = None, encoder: str = "e5",
-              context_turns: int = 2) -> Playbook:
+              context_turns: int = 2,
+              feedback: Mapping[tuple[str, str], tuple[int, int]] | None = None) -> Playbook:
+        """`feedback`: (accepted, dismissed) per exemplar key (call id, context), from the
+        cards agents were shown."""
         started = time.perf_counter()
         rule = rule or LeaderboardRule()
         standings = rank_agents(calls, rule)
@@ -133,6 +148,8 @@ class Playbook:
                 if check(entry.reply, "agent").blocked:
                     blocked += 1
                     continue
+                if feedback and entry.key in feedback:
+                    entry.accepted, entry.dismissed = feedback[entry.key]
                 entries.append(entry)
         # The customer's last words are what an exemplar is found by (earlier turns are kept
         # for the agent to read: embedded together, a greeting turn outweighed the question).
@@ -164,6 +181,8 @@ class Playbook:
         if language:
             scores += config.language_bonus * (self._languages == language)
         scores += config.converted_bonus * self._converted
+        if len(self._verdict):
+            scores += config.feedback_weight * self._verdict
         out: list[Exemplar] = []
         seen: set[str] = set()
         candidates = np.argpartition(-scores, min(len(scores) - 1, config.k * 4))[:config.k * 4]
@@ -174,7 +193,8 @@ class Playbook:
             seen.add(e.reply)
             out.append(Exemplar(context=e.context, reply=e.reply, intent=e.intent,
                                 call_id=e.call_id, agent_id=e.agent_id, outcome=e.outcome,
-                                language=e.language, score=round(float(cosine[i]), 4)))
+                                language=e.language, score=round(float(cosine[i]), 4),
+                                accepted=e.accepted, dismissed=e.dismissed))
             if len(out) == config.k:
                 break
         return out

@@ -22,9 +22,10 @@ from pydantic import BaseModel, Field
 
 from core.events import SuggestionSource
 
+from .facts import AskedFact, FactBook
 from .guardrails import Finding, check
 from .llm import ChatMessage, LLMClient, LLMError
-from .playbook import Playbook
+from .playbook import Playbook, RetrievalConfig
 from .redaction import redact
 from .types import (
     OUT_OF_SCOPE,
@@ -46,6 +47,18 @@ _NEXT_SPEAKER = re.compile(
 # suggestion, and an agent should see the exemplars instead.
 _REFUSAL = re.compile(r"\b(?:I'?m sorry, but I can(?:no|')t|I can(?:no|')t assist|as an ai\b)|"
                       r"作为(?:一个)?(?:AI|人工智能)|我无法(?:协助|帮助)", re.IGNORECASE)
+# What a customer says in these intents asks for no fact ("yes, that's me", "call me later").
+_NOT_A_QUESTION = frozenset({"affirm", "deny", "confirm_identity", "wrong_person",
+                             "call_back_later", "not_interested", "will_repay"})
+# Text about the reply instead of the reply: "The customer just said: ...", "坐席回复：".
+_META = re.compile(r"\bthe customer (?:just )?said\b|\b(?:the )?agent'?s reply\b|\bbest agent\b|"
+                   r"客户(?:刚刚|刚才)?说|坐席(?:的)?回复", re.IGNORECASE)
+# Asked for a promise (approval, a waiver, a limit), a reply must decline to give it.
+_NO_PROMISE = re.compile(r"\b(?:can'?t|cannot|can not|unable to|not able to) (?:promise|guarantee"
+                         r"|say for sure|waive)|\bnot (?:guaranteed|a guarantee)\b|\bno guarantee"
+                         r"|\breview\b|\bback office\b|\bdecides?\b"
+                         r"|不能(?:保证|承诺|直接)|无法(?:保证|承诺)|不(?:作)?保证|审核|后台|评估",
+                         re.IGNORECASE)
 _OVERRIDE_LINES = {
     ("stop_and_add_to_do_not_call", "en"): "Understood. I'll make sure you are not called again "
                                            "about this. Thank you for your time.",
@@ -54,9 +67,13 @@ _OVERRIDE_LINES = {
                                  "right away; please stay on the line.",
     ("transfer_to_human", "zh"): "好的，我这就为您转接专门的同事处理，请您稍等不要挂机。",
 }
+# One system prompt for both languages and every call: its tokens are evaluated once at start-up
+# and shared by all calls (the language is asked for in the call's own message).
 SYSTEM = """You write the next reply for a {role} of {company} on a phone call with a customer.
 Rules:
-- Reply in {language_name}, one or two short spoken sentences, as the {role} would say them.
+- Reply in the language the message asks for, one or two short spoken sentences, as the {role} \
+would say them.
+- When a FACT is given, the reply must state it with its exact figures.
 - Use only facts stated in the POLICY or in the EXAMPLES. If they do not answer the question, \
 say you will check and follow up. Never invent rates, fees, amounts or dates.
 - Never promise approval, guaranteed returns or fee waivers; never threaten or pressure.
@@ -94,6 +111,7 @@ class Assist(BaseModel):
     customer_text: str = Field(description="the customer's last turn, redacted")
     intent: IntentPrediction
     override: Finding | None = None
+    asked: AskedFact | None = Field(None, description="the policy fact the customer asked for")
     exemplars: list[Exemplar] = Field(default_factory=list)
     intent_ms: float = 0.0
     retrieval_ms: float = 0.0
@@ -134,9 +152,45 @@ def _echoes(reply: str, line: str) -> bool:
     return a in b or (len(b) >= 12 and b in a) or SequenceMatcher(None, a, b).ratio() >= 0.8
 
 
+def _plain(figures: list[str]) -> list[str]:
+    return [f.replace(",", "") for f in figures]
+
+
+def states(text: str, asked: AskedFact) -> bool:
+    """The text quotes every figure of the asked fact (a fact without figures: unknown, no)."""
+    return bool(asked.must) and set(_plain(asked.must)) <= _figures(text)
+
+
+def off_slot(text: str, asked: AskedFact) -> bool:
+    """The text quotes another plan's figure than the one asked (0.75% for a 6-month plan)."""
+    return bool(_figures(text) & set(_plain(asked.wrong)))
+
+
+def answers(text: str, asked: AskedFact) -> bool:
+    """A card that answers the asked slot whole: its figures, no other plan's, no blank."""
+    return states(text, asked) and not off_slot(text, asked) and "[amount]" not in text
+
+
+def _off_slot(text: str, asked: AskedFact | None) -> list[Finding]:
+    """A reply that quotes another plan's figure, or leaves out the asked one, answers a
+    question the customer did not ask."""
+    if asked is None or not asked.must:
+        return []
+    other = sorted(_figures(text) & set(_plain(asked.wrong)))
+    if other or not states(text, asked):
+        return [Finding(kind="forbidden_claim", rule="off_slot_figure",
+                        why=f"the customer asked about {asked.fact.id}"
+                            f"{f' ({asked.months} months)' if asked.months else ''}: the reply "
+                            f"must state {', '.join(asked.must)}"
+                            + (f", not {', '.join(other)}" if other else ""),
+                        evidence=text[:80])]
+    return []
+
+
 def clean_reply(text: str) -> str:
-    """The model's text as a reply: no role label in front, nothing after another speaker."""
-    text = _NEXT_SPEAKER.split(text, maxsplit=1)[0]
+    """The model's text as a reply: no role label in front, nothing after another speaker
+    (a line break before one, or " / ", the mark that joins a context's turns)."""
+    text = _NEXT_SPEAKER.split(text, maxsplit=1)[0].split(" / ", 1)[0]
     return _ROLE_PREFIX.sub("", text.strip()).strip()
 
 
@@ -147,9 +201,10 @@ def _last_customer(history: list[Turn], n: int) -> list[str]:
 class Suggester:
     def __init__(self, classifier: IntentClassifier, playbook: Playbook,
                  llm: LLMClient | None = None, policy: str = "",
-                 config: SuggestConfig | None = None) -> None:
+                 config: SuggestConfig | None = None, facts: FactBook | None = None) -> None:
         self.classifier = classifier
         self.playbook = playbook
+        self.facts = facts
         self.llm = llm
         self.policy = policy
         self._policy_figures = _figures(policy)
@@ -171,45 +226,71 @@ class Suggester:
                                action=OVERRIDE_INTENT_ACTIONS[intent.label])
         started = time.perf_counter()
         exemplars: list[Exemplar] = []
+        asked = None
         if override is None:
             context = " / ".join(redact(t).text for t in customer)
             query_intent = intent.label if intent.label != OUT_OF_SCOPE else None
-            exemplars = self.playbook.retrieve(context, query_intent, language)[:self.config.k]
+            asked = (self.facts.match(checked.text, language)
+                     if self.facts and intent.label not in _NOT_A_QUESTION else None)
+            # more candidates than cards: the one that answers the asked slot may rank third
+            pool = self.playbook.retrieve(context, query_intent, language,
+                                          RetrievalConfig(k=self.config.k * 3))
+            exemplars = self._by_slot(pool, asked, history)[:self.config.k]
         retrieval_ms = (time.perf_counter() - started) * 1000
         return Assist(call_id=call_id, language=language, customer_text=checked.text,
-                      intent=intent, override=override, exemplars=exemplars,
+                      intent=intent, override=override, asked=asked, exemplars=exemplars,
                       intent_ms=intent_ms, retrieval_ms=retrieval_ms)
 
-    def system_message(self, language: str, automated: bool = False) -> ChatMessage:
+    def _by_slot(self, pool: list[Exemplar], asked: AskedFact | None, history: list[Turn]
+                 ) -> list[Exemplar]:
+        """Replies agents keep dismissing last; before them, exemplars that state the asked
+        fact first, then those that quote no other plan's figure and leave no amount blank;
+        retrieval order within each."""
+        if asked is None:
+            return sorted(pool, key=lambda e: e.demoted)
+        known = self._known_figures(history)
+
+        def rank(e: Exemplar) -> tuple[bool, bool, bool, bool, bool]:
+            shown = _mask(e.reply, known)
+            return (e.demoted, not self._answers(e, shown, asked), off_slot(shown, asked),
+                    "[amount]" in shown, not states(shown, asked))
+        return sorted(pool, key=rank)  # stable: retrieval order breaks ties
+
+    def system_message(self, automated: bool = False) -> ChatMessage:
         role = "automated assistant" if automated else "contact-center agent"
         return ChatMessage(role="system", content=SYSTEM.format(
             role=role, company=self.config.company,
-            language_name="Simplified Chinese" if language == "zh" else "English",
             policy=self.policy.strip() or "(none given)"))
 
-    async def warm_up(self, language: str = "en", automated: bool = False) -> None:
+    async def warm_up(self, automated: bool = False) -> None:
         """Evaluate the system prompt (the policy with it) once, so that a call's first reply
         evaluates only its own lines: the embedded model keeps the shared prefix, and on a
-        2-core CPU the policy alone costs ~15 s of prefill."""
+        2-core CPU the policy alone costs ~15 s of prefill. Both languages share it."""
         if self.llm is not None:
-            await self.llm.complete([self.system_message(language, automated),
+            await self.llm.complete([self.system_message(automated),
                                      ChatMessage(role="user", content="Hello.")],
                                     session="callwise-warm-up", max_tokens=1)
 
     def messages(self, assist: Assist, history: list[Turn], automated: bool = False
                  ) -> list[ChatMessage]:
-        system = self.system_message(assist.language, automated)
+        system = self.system_message(automated)
         lines = [f"{'Customer' if t.speaker == 'customer' else 'Agent'}: {redact(t.text).text}"
                  for t in history[-self.config.history_turns:]]
         known = self._known_figures(history)
         examples = "\n".join(f"- Customer: {e.context}\n  Best agent: {_mask(e.reply, known)}"
                              for e in assist.exemplars) or "(none)"
+        language = "Simplified Chinese" if assist.language == "zh" else "English"
+        # The asked fact, worked out for this customer's plan and amount: the model adapts the
+        # best agent's reply around it instead of free-writing figures.
+        fact = (f"FACT for this question (state it, with these exact figures): "
+                f"{assist.asked.statement}\n\n" if assist.asked else "")
         # The customer's last words are repeated at the very end: small models otherwise
         # answer an earlier line or echo the agent's greeting.
         user = ("CALL SO FAR:\n" + "\n".join(lines) +
-                f"\n\nEXAMPLES (customer intent: {assist.intent.best}):\n{examples}\n\n"
+                f"\n\nEXAMPLES (customer intent: {assist.intent.best}):\n{examples}\n\n{fact}"
                 f"The customer just said: \"{assist.customer_text}\"\n"
-                "Write the agent's reply to that.")
+                f"Write the agent's reply to that, in {language}, in the style of the first "
+                "example.")
         return [system, ChatMessage(role="user", content=user)]
 
     async def generate(self, assist: Assist, history: list[Turn], automated: bool = False
@@ -227,23 +308,46 @@ class Suggester:
     def _known_figures(self, history: list[Turn]) -> set[str]:
         return self._policy_figures | _figures(" ".join(t.text for t in history))
 
-    def _ungrounded(self, text: str, history: list[Turn]) -> list[Finding]:
+    def _answers(self, e: Exemplar, shown: str, asked: AskedFact) -> bool:
+        """The exemplar answered the same question (its customer asked about the same fact)
+        and its reply, as shown, states the asked figures whole: a reply that merely holds
+        the figure, said to another question, is no answer."""
+        assert self.facts is not None
+        return (answers(shown, asked)
+                and self.facts.topic_of(e.context.rsplit(" / ", 1)[-1]) == self.facts.family(asked))
+
+    @staticmethod
+    def _asked_figures(assist: Assist) -> set[str]:
+        """The worked sum for this customer's amount is no invention (518 on 3,000 over 6)."""
+        return _figures(assist.asked.statement) if assist.asked else set()
+
+    def _ungrounded(self, text: str, history: list[Turn], assist: Assist) -> list[Finding]:
         if _REFUSAL.search(text):
             return [Finding(kind="forbidden_claim", rule="llm_refusal",
                             why="the model refused or talked about itself instead of replying",
+                            evidence=text[:80])]
+        if _META.search(text):
+            return [Finding(kind="forbidden_claim", rule="llm_meta",
+                            why="the model wrote about the reply instead of the reply",
+                            evidence=text[:80])]
+        asked = assist.asked
+        if asked is not None and asked.fact.promise and not _NO_PROMISE.search(text):
+            return [Finding(kind="forbidden_claim", rule="promise_question",
+                            why=f"the customer asked for a promise ({asked.fact.id}): the reply "
+                                "must say it cannot be promised and who decides",
                             evidence=text[:80])]
         if any(_echoes(text, t.text) for t in history):
             return [Finding(kind="forbidden_claim", rule="llm_echo",
                             why="the model repeated a line already said in this call",
                             evidence=text[:80])]
-        known = self._known_figures(history)
+        known = self._known_figures(history) | self._asked_figures(assist)
         invented = sorted(_figures(text) - known)
         if invented:
             return [Finding(kind="forbidden_claim", rule="ungrounded_figure",
                             why="figures that are neither in the policy nor in the call: the "
                                 "model invented them or copied another customer's",
                             evidence=", ".join(invented))]
-        return []
+        return _off_slot(text, assist.asked)
 
     def override_suggestion(self, assist: Assist) -> Suggestion | None:
         """The scripted line for an opt-out or hand-off: said at once, no LLM."""
@@ -258,20 +362,27 @@ class Suggester:
         """The LLM's whole text as a suggestion, or the guardrail findings that withhold it."""
         checked = check(clean_reply(text), "bot" if automated else "agent")
         withheld = [f for f in checked.findings if f.kind == "forbidden_claim"]
-        withheld += self._ungrounded(checked.text, history)
+        withheld += self._ungrounded(checked.text, history, assist)
         if withheld or not checked.text.strip():
             return None, withheld
         return Suggestion(text=checked.text.strip(), source="llm",
                           grounded_in=[e.call_id for e in assist.exemplars]), []
 
     def exemplar_suggestions(self, assist: Assist, history: list[Turn], automated: bool = False,
-                             taken: tuple[str, ...] = ()) -> list[tuple[Suggestion, Exemplar]]:
-        """The top agents' replies as cards to say: checked again (the rules may have changed
-        since the index was built), the policy's figures kept and the other customer's amounts
-        left as [amount] slots; `assist.exemplars` keeps the originals."""
+                             taken: tuple[str, ...] = ()
+                             ) -> list[tuple[Suggestion, Exemplar | None]]:
+        """The cards shown at once: the top agents' replies, checked again (the rules may have
+        changed since the index was built), the policy's figures kept and the other customer's
+        amounts left as [amount] slots (`assist.exemplars` keeps the originals). When no
+        complete one states the fact the customer asked for, the policy's answer comes first
+        (with no exemplar to cite)."""
         known = self._known_figures(history)
-        cards: list[tuple[Suggestion, Exemplar]] = []
+        cards: list[tuple[Suggestion, Exemplar | None]] = []
         seen = set(taken)
+        policy = self.policy_suggestion(assist, history)
+        if policy is not None and policy.text not in seen:
+            seen.add(policy.text)
+            cards.append((policy, None))
         for e in assist.exemplars:
             exemplar = check(e.reply, "bot" if automated else "agent")
             text = _mask(exemplar.text, known)
@@ -280,6 +391,26 @@ class Suggester:
                 cards.append((Suggestion(text=text, source="exemplar", grounded_in=[e.call_id]),
                               e))
         return cards
+
+    def policy_suggestion(self, assist: Assist, history: list[Turn]) -> Suggestion | None:
+        """The asked fact in the policy's words, unless a top agent's complete reply states it."""
+        asked = assist.asked
+        if asked is None or assist.override is not None:
+            return None
+        known = self._known_figures(history)
+        if any(self._answers(e, _mask(e.reply, known), asked) and not e.demoted
+               for e in assist.exemplars):
+            return None
+        return Suggestion(text=asked.statement, source="policy")
+
+    def instant_cards(self, assist: Assist, history: list[Turn], automated: bool = False
+                      ) -> list[Suggestion]:
+        """What the agent sees at once, in order: the scripted line, or the cards."""
+        override = self.override_suggestion(assist)
+        if assist.override is not None:
+            return [override] if override else []
+        cards = self.exemplar_suggestions(assist, history, automated)
+        return [card for card, _ in cards][: self.config.k]
 
     async def suggest(self, call_id: str, history: list[Turn], language: str | None = None,
                       automated: bool = False) -> SuggestionResult:

@@ -60,3 +60,14 @@ class Exemplar(BaseModel):
     outcome: Outcome
     language: str
     score: float = Field(description="cosine similarity to the live context")
+    accepted: int = Field(0, description="times agents accepted this reply as a card")
+    dismissed: int = Field(0, description="times agents dismissed it")
+
+    @property
+    def demoted(self) -> bool:
+        """Agents keep dismissing it: it goes below the cards they take."""
+        return is_demoted(self.accepted, self.dismissed)
+
+
+def is_demoted(accepted: int, dismissed: int) -> bool:
+    return dismissed >= 3 and dismissed >= 2 * accepted

@@ -203,6 +203,7 @@ async def test_migrations_apply_once_in_order_and_are_recorded(fresh_dsn):
             "0002_store.sql",
             "0003_users.sql",
             "0004_wrap_up_and_logout.sql",
+            "0005_policy_cards.sql",
         ]
         async with db.acquire() as conn:
             rows = await conn.fetch(
@@ -219,6 +220,7 @@ async def test_migrations_apply_once_in_order_and_are_recorded(fresh_dsn):
             (2, "store"),
             (3, "users"),
             (4, "wrap_up_and_logout"),
+            (5, "policy_cards"),
         ]
         assert all(len(r["checksum"]) == 64 and r["applied_at"] for r in rows)
         assert {
@@ -244,9 +246,9 @@ async def test_processes_starting_together_apply_each_migration_once(fresh_dsn):
     )
     try:
         applied = [m.version for m in first.migrations_applied + second.migrations_applied]
-        assert sorted(applied) == [1, 2, 3, 4]
+        assert sorted(applied) == [1, 2, 3, 4, 5]
         async with first.acquire() as conn:
-            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 4
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 5
     finally:
         await first.close()
         await second.close()
@@ -266,15 +268,15 @@ async def test_an_edited_applied_migration_is_an_error(fresh_dsn, tmp_path):
 async def test_a_failing_migration_leaves_nothing_and_history_gaps_are_errors(fresh_dsn, tmp_path):
     folder = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, folder)
-    (folder / "0005_broken.sql").write_text("CREATE TABLE half_done (x int);\nSELECT 1/0;\n")
-    with pytest.raises(MigrationError, match=r"0005_broken\.sql failed: DivisionByZero"):
+    (folder / "0006_broken.sql").write_text("CREATE TABLE half_done (x int);\nSELECT 1/0;\n")
+    with pytest.raises(MigrationError, match=r"0006_broken\.sql failed: DivisionByZero"):
         await connect(fresh_dsn, migrations_dir=folder, settings=FAST)
-    (folder / "0005_broken.sql").unlink()
+    (folder / "0006_broken.sql").unlink()
     async with await connect(fresh_dsn, migrations_dir=folder, settings=FAST) as db:
         async with db.acquire() as conn:
             assert await conn.fetchval("SELECT to_regclass('half_done')") is None
-            assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 4
-    (folder / "0004_wrap_up_and_logout.sql").unlink()
+            assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 5
+    (folder / "0005_policy_cards.sql").unlink()
     with pytest.raises(MigrationError, match="newer than this callwise knows"):
         await connect(fresh_dsn, migrations_dir=folder, settings=FAST)
 
@@ -700,7 +702,7 @@ async def test_embedded_postgres_starts_migrates_survives_a_stop_and_stops(monke
     try:
         db = await connect(settings=DatabaseSettings(db_connect_timeout_s=3))
         assert db.embedded is not None and db.embedded.is_running()
-        assert [m.version for m in db.migrations_applied] == [1, 2, 3, 4]
+        assert [m.version for m in db.migrations_applied] == [1, 2, 3, 4, 5]
         store = Store(db)
         await store.upsert_campaign(Campaign(id="cw-embedded", name="embedded"))
         await store.upsert_contacts(

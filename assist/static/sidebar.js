@@ -255,7 +255,9 @@
     // an AI reply that repeats a later top agent's card word for word is one card, not two
     // (the first card stays where the agent is reading it)
     const said = new Set(llm.filter((k) => k.state === "shown").map((k) => same(k.text)));
-    const exemplars = cards.filter((k) => k.source === "exemplar"
+    // the cards shown at once: the policy's answer (when no top agent's reply states it) and
+    // the top agents' replies, in the order the server ranked them
+    const exemplars = cards.filter((k) => (k.source === "exemplar" || k.source === "policy")
                                      && !(k.rank > 0 && said.has(same(k.text))))
       .sort((a, b) => a.rank - b.rank);
     // the first card never moves when the AI's reply arrives: it goes second
@@ -298,6 +300,7 @@
 
   function sourceLabel(card) {
     if (card.source === "override") return "Required next step";
+    if (card.source === "policy") return "Policy answer";
     if (card.source === "llm") return card.state === "draft" ? "AI reply (writing…)" : "AI reply";
     return "Top agent's reply";
   }
