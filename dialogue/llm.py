@@ -396,6 +396,7 @@ class _Job:
     submitted: float = field(default_factory=time.perf_counter)
     cancel: threading.Event = field(default_factory=threading.Event)
     started: threading.Event = field(default_factory=threading.Event)
+    prefix_dir: Path | None = None  # keep this prompt's KV on disk (the shared system prompt)
 
 
 @dataclass
@@ -478,6 +479,23 @@ class LocalGGUFClient(_ClientBase):
                 # Wait for the worker to notice (it checks between tokens, and llama.cpp aborts a
                 # running decode), so the next turn starts from a consistent cache.
                 await asyncio.wait([future])
+
+    async def warm(self, messages: list[ChatMessage], *, session: str,
+                   prefix_dir: Path | None = None) -> None:
+        """Evaluates `messages` (the prompt every call starts with) into the cache. With
+        `prefix_dir`, their KV is kept there on disk and read back by the next process with the
+        same model and prompt: a one-shot `callwise suggest` then skips the ~15 s of prefill."""
+        if self._closed:
+            raise LLMError(f"embedded LLM {self.model_path.name}: the client is closed")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        job = _Job(messages=[m.model_dump() for m in messages], session=session, max_tokens=1,
+                   temperature=0.0, stop=[], emit=lambda item: _hand_over(loop, queue, item),
+                   prefix_dir=prefix_dir)
+        await loop.run_in_executor(self._executor, self._engine.run, job)
+        while (item := await queue.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
 
     async def forget(self, session: str) -> None:
         """Drop a call's saved cache when the call ends."""
@@ -609,8 +627,17 @@ class _Engine:
         began = time.perf_counter()
         prompt = self._tokenize(job.messages)
         self._switch_to(job.session)
+        kept = self._prefix_file(job.prefix_dir, prompt) if job.prefix_dir else None
+        if kept is not None and self._restore(kept, prompt):
+            return GenerationStats(session=job.session, prompt_tokens=len(prompt),
+                                   reused_tokens=len(prompt), evaluated_tokens=0,
+                                   generated_tokens=0, queued_s=began - job.submitted,
+                                   prefill_s=time.perf_counter() - began, first_token_s=None,
+                                   decode_s=0.0, finish_reason="stop")
         reused = self._keep_prefix(prompt)
         prefilled = self._prefill(prompt, reused, job)
+        if kept is not None and prefilled:
+            self._keep(kept, prompt)
         prefill_s = time.perf_counter() - began
         generated, first_token_s, finish = (
             self._decode(job) if prefilled else (0, None, "cancelled")
@@ -627,6 +654,44 @@ class _Engine:
             decode_s=time.perf_counter() - began - prefill_s,
             finish_reason=finish,
         )
+
+    def _prefix_file(self, folder: Path, prompt: list[int]) -> Path:
+        import hashlib
+
+        key = hashlib.sha256(f"{self.model_path.name}:{self.n_ctx}:{prompt}".encode())
+        return folder / f"prefix-{key.hexdigest()[:20]}.kv"
+
+    def _restore(self, path: Path, prompt: list[int]) -> bool:
+        """The KV of exactly `prompt` from a file an earlier process kept, or False."""
+        if not path.is_file():
+            return False
+        try:
+            data = path.read_bytes()
+            size = int.from_bytes(data[:4], "little")
+            tokens = json.loads(data[4 : 4 + size])
+            if tokens != prompt:
+                return False
+            self.ctx.memory_seq_rm(0, -1, -1)
+            self.ctx.set_state_seq_data(data[4 + size :], 0)
+        except Exception as exc:  # a truncated or foreign file: evaluate again, write it anew
+            log.warning("embedded LLM: cached prompt %s unreadable (%s); evaluating it", path, exc)
+            self.ctx.memory_seq_rm(0, -1, -1)
+            self.live_tokens = []
+            return False
+        self.live_tokens = list(tokens)
+        return True
+
+    def _keep(self, path: Path, prompt: list[int]) -> None:
+        try:
+            # the token list, then the sequence's state as the session cache copies it out
+            head = json.dumps(prompt).encode()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(len(head).to_bytes(4, "little") + head
+                            + self.ctx.get_state_seq_data(0))
+            os.replace(tmp, path)
+        except Exception as exc:  # a read-only cache: the next process evaluates it again
+            log.warning("embedded LLM: cannot keep the evaluated prompt in %s: %s", path, exc)
 
     def _tokenize(self, messages: list[dict[str, str]]) -> list[int]:
         prompt = self.template.render(messages)

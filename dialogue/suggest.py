@@ -266,10 +266,17 @@ class Suggester:
         """Evaluate the system prompt (the policy with it) once, so that a call's first reply
         evaluates only its own lines: the embedded model keeps the shared prefix, and on a
         2-core CPU the policy alone costs ~15 s of prefill. Both languages share it."""
-        if self.llm is not None:
-            await self.llm.complete([self.system_message(automated),
-                                     ChatMessage(role="user", content="Hello.")],
-                                    session="callwise-warm-up", max_tokens=1)
+        if self.llm is None:
+            return
+        messages = [self.system_message(automated), ChatMessage(role="user", content="Hello.")]
+        warm = getattr(self.llm, "warm", None)
+        if warm is not None:  # the embedded model: kept on disk for the next process too
+            from core.paths import model_cache_dir
+
+            await warm(messages, session="callwise-warm-up",
+                       prefix_dir=model_cache_dir() / "llm-prefix")
+            return
+        await self.llm.complete(messages, session="callwise-warm-up", max_tokens=1)
 
     def messages(self, assist: Assist, history: list[Turn], automated: bool = False
                  ) -> list[ChatMessage]:
@@ -277,8 +284,11 @@ class Suggester:
         lines = [f"{'Customer' if t.speaker == 'customer' else 'Agent'}: {redact(t.text).text}"
                  for t in history[-self.config.history_turns:]]
         known = self._known_figures(history)
+        # With the asked fact in hand the model adapts the best exemplar alone: fewer tokens to
+        # read before the first one it writes (prefill is most of the wait on a CPU).
+        shown = assist.exemplars[:1] if assist.asked else assist.exemplars
         examples = "\n".join(f"- Customer: {e.context}\n  Best agent: {_mask(e.reply, known)}"
-                             for e in assist.exemplars) or "(none)"
+                             for e in shown) or "(none)"
         language = "Simplified Chinese" if assist.language == "zh" else "English"
         # The asked fact, worked out for this customer's plan and amount: the model adapts the
         # best agent's reply around it instead of free-writing figures.

@@ -133,6 +133,42 @@ async def test_session_second_turn_reuses_the_cache(local: LocalGGUFClient) -> N
     await local.forget("call-B")
 
 
+async def test_the_shared_prompt_is_kept_on_disk_for_the_next_process(tmp_path: Path) -> None:
+    # a one-shot `callwise suggest` is a new process each time: the second must not read the
+    # system prompt again, and must answer exactly as if it had
+    shared = chat("Hello.", system=SYSTEM + " Policy: the late fee is 5% of the minimum. " * 8)
+    asked = [shared[0], ChatMessage(role="user", content="How much is the late fee?")]
+    replies, stats = [], []
+    for _ in range(2):
+        client = await asyncio.to_thread(LocalGGUFClient, resolve_model_path(), n_threads=1,
+                                         temperature=0.0)
+        try:
+            await client.warm(shared, session="warm", prefix_dir=tmp_path)
+            stats.append(client.last_stats)
+            replies.append(await client.complete(asked, session="call", max_tokens=8))
+            assert client.last_stats is not None and client.last_stats.reused_tokens > 50
+        finally:
+            await client.close()
+    assert stats[0].evaluated_tokens == stats[0].prompt_tokens  # type: ignore[union-attr]
+    assert stats[1].evaluated_tokens == 0  # type: ignore[union-attr]
+    assert replies[0] == replies[1]
+    # a damaged file is evaluated again and written anew, with no error
+    kept = _damage_the_kept_prompt(tmp_path)
+    client = await asyncio.to_thread(LocalGGUFClient, resolve_model_path(), n_threads=1)
+    try:
+        await client.warm(shared, session="warm", prefix_dir=tmp_path)
+        assert client.last_stats is not None and client.last_stats.evaluated_tokens > 0
+    finally:
+        await client.close()
+    assert kept.stat().st_size > 100
+
+
+def _damage_the_kept_prompt(folder: Path) -> Path:
+    [kept] = folder.glob("prefix-*.kv")
+    kept.write_bytes(kept.read_bytes()[:100])
+    return kept
+
+
 async def test_concurrent_calls_take_turns(local: LocalGGUFClient) -> None:
     replies = await asyncio.gather(
         local.complete(chat("My card is lost."), session="call-C", max_tokens=4),
