@@ -6,7 +6,10 @@
         │             customer turn ──> dialogue, off the loop:
         │                intent ───────────────────> IntentDetected
         │                opt-out, hand-off ───────> OverrideRaised, ComplianceAlert, scripted card
-        │                top agents' replies ──────> SuggestionShown (source exemplar, at once)
+        │                the policy fact asked ────> SuggestionShown (policy, at once, first
+        │                                            when no top agent's reply states it whole)
+        │                top agents' replies ──────> SuggestionShown (source exemplar, at once;
+        │                                            the one answering the asked slot first)
         │                LLM reply, streamed ──────> SuggestionDraft ... then SuggestionShown (llm)
         │                                            or SuggestionWithheld (guardrail, LLM down,
         │                                            superseded by the customer's next turn)

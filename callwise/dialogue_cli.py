@@ -248,6 +248,10 @@ async def _suggest(args: argparse.Namespace) -> int:
         print(f"exemplar [{e.agent_id} {e.call_id} {e.outcome}, sim {e.score:.2f}]: {e.reply}")
     for s in result.suggestions:
         print(f"suggestion ({s.source}): {s.text}")
+    for f in result.withheld:
+        print(f"LLM reply withheld ({f.rule}): {f.why}")
+    if result.llm_error:
+        print(f"LLM unavailable: {result.llm_error}")
     first = f"first token {result.first_token_ms:.0f} ms, " if result.first_token_ms else ""
     warm = f"shared prompt ready in {warm_ms:.0f} ms, " if warm_ms is not None else ""
     print(f"-- {warm}intent {a.intent_ms:.0f} ms, retrieval {a.retrieval_ms:.0f} ms, {first}"

@@ -230,8 +230,9 @@ class Suggester:
         if override is None:
             context = " / ".join(redact(t).text for t in customer)
             query_intent = intent.label if intent.label != OUT_OF_SCOPE else None
+            chit_chat = intent.label in _NOT_A_QUESTION and intent.confidence >= 0.5
             asked = (self.facts.match(checked.text, language)
-                     if self.facts and intent.label not in _NOT_A_QUESTION else None)
+                     if self.facts and not chit_chat else None)
             # more candidates than cards: the one that answers the asked slot may rank third
             pool = self.playbook.retrieve(context, query_intent, language,
                                           RetrievalConfig(k=self.config.k * 3))
