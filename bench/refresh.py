@@ -116,7 +116,7 @@ async def main(tmp: Path) -> None:
             print(f"      refresh -> {record.version}: {record.store_calls} live calls, "
                   f"{record.feedback_cards} judged cards; top agents {','.join(c.top_agents_after)}"
                   f" (in {c.agents_in or '-'}, out {c.agents_out or '-'}); replies +{c.added} "
-                  f"-{c.removed}; demoted {len(c.demoted)}"
+                  f"-{c.removed}; demoted {c.demoted_total}"
                   + (f" (e.g. {c.demoted[0].reply[:60]!r}, {c.demoted[0].dismissed} dismissed)"
                      if c.demoted else ""))
 

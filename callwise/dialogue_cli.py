@@ -133,7 +133,7 @@ def _versions(args: argparse.Namespace) -> int:
         print(f"{mark} {r.version}  {r.created_at:%Y-%m-%d %H:%M}  from {r.parent or 'shipped'}"
               f"  {r.calls} calls ({r.store_calls} live), top agents {','.join(c.top_agents_after)}"
               f" (+{len(c.agents_in)} -{len(c.agents_out)}), replies {c.exemplars_after} "
-              f"(+{c.added} -{c.removed}), demoted {len(c.demoted)}, cards judged "
+              f"(+{c.added} -{c.removed}), demoted {c.demoted_total}, cards judged "
               f"{r.feedback_cards}" + "".join(f", {k} {v:.3f}" for k, v in r.figures.items()))
     if not current:
         print("no refreshed version in use: the shipped playbook")

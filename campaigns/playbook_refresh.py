@@ -128,7 +128,7 @@ def publish(history: StoreHistory, versions: PlaybookVersions, base_calls: Seque
                               previous=previous)
     log.info("playbook %s: %d calls (%d from the store), %d exemplars (%d with agents' "
              "verdicts), %d demoted", record.version, len(calls), len(live),
-             len(playbook.entries), matched, len(record.changes.demoted))
+             len(playbook.entries), matched, record.changes.demoted_total)
     return playbook, record
 
 
@@ -152,5 +152,5 @@ async def refresh_every(period_s: float, pool: asyncpg.Pool, versions: PlaybookV
             continue
         user.playbook = playbook
         log.warning("playbook %s in use: %d demoted, %d replies added, %d removed",
-                    record.version, len(record.changes.demoted), record.changes.added,
+                    record.version, record.changes.demoted_total, record.changes.added,
                     record.changes.removed)

@@ -45,8 +45,9 @@ class Changes(BaseModel):
     exemplars_after: int
     added: int = Field(description="replies in this version and not in its parent")
     removed: int
+    demoted_total: int = Field(0, description="replies agents keep dismissing, all of them")
     demoted: list[ReplyChange] = Field(default_factory=list,
-                                       description="replies agents keep dismissing")
+                                       description="the most dismissed of them")
     promoted: list[ReplyChange] = Field(default_factory=list,
                                         description="replies agents accept most")
 
@@ -81,7 +82,7 @@ def diff(old: Playbook | None, new: Playbook, keep: int = 10) -> Changes:
                    agents_out=sorted(set(top_before) - set(top_after)),
                    exemplars_before=len(before), exemplars_after=len(after),
                    added=len(after - before), removed=len(before - after),
-                   demoted=[change(e) for e in demoted[:keep]],
+                   demoted_total=len(demoted), demoted=[change(e) for e in demoted[:keep]],
                    promoted=[change(e) for e in promoted[:keep]])
 
 

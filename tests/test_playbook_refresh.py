@@ -34,13 +34,18 @@ STAR_REPLY = "On the 6-month plan it's 0.6% a month on what you convert, nothing
 
 
 @pytest.fixture
-async def database(pg: PgServer):
-    dsn = await pg.create_database("callwise_refresh")
+async def dsn(pg: PgServer):
+    made = await pg.create_database("callwise_refresh")
+    yield made
+    await pg.drop_database(made)
+
+
+@pytest.fixture
+async def database(dsn: str):
     db = await connect(dsn, settings=FAST)
     await Store(db).upsert_campaign(Campaign(id="c1", name="refresh test", language="en"))
     yield db
     await db.close()
-    await pg.drop_database(dsn)
 
 
 def _call(n: int, agent: str, said: list[tuple[str, str]], converted: bool,
@@ -134,3 +139,31 @@ async def test_a_failed_refresh_keeps_the_version_in_use(database, tmp_path, int
     with pytest.raises(Exception):  # noqa: B017 - asyncpg's or the pool's own error
         await refresh(database.pool, versions, read_calls(PLAYBOOK_CALLS), intent_model)
     assert versions.current() == "v0001" and versions.versions() == ["v0001"]
+
+
+async def test_the_command_line_refreshes_from_the_store_and_lists_the_versions(
+        database, dsn, tmp_path):
+    import asyncio
+    import json
+    import os
+    import subprocess
+    import sys
+
+    await Store(database).ingest(_call(1, "A01", [("agent", "Hello, Harbor Bank."),
+                                                  ("customer", "how much is the late fee?"),
+                                                  ("agent", "It's 5% of the minimum.")], True))
+    folder = tmp_path / "playbooks"
+    env = {**os.environ, "DATABASE_URL": dsn}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "callwise", "playbook", *args,
+                               "--versions", str(folder)], capture_output=True, text=True,
+                              env=env, timeout=600)
+    empty = await asyncio.to_thread(run, "versions")
+    assert empty.returncode == 0 and "the shipped playbook" in empty.stdout
+    done = await asyncio.to_thread(run, "refresh")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["version"] == "v0001" and record["store_calls"] == 1
+    listed = await asyncio.to_thread(run, "versions")
+    assert listed.stdout.startswith("* v0001") and "1 live" in listed.stdout
