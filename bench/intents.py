@@ -1,5 +1,7 @@
 """Intent model figures: banking77 (train split -> test split), the Chinese collection set
-(cross-validated), our zh+en contact-center fixtures (held-out lines + out-of-scope), latency.
+(cross-validated), our zh+en contact-center fixtures (held-out lines + out-of-scope), out-of-scope
+detection on two sets (the out-of-scope lines of test.jsonl, and oos_heldout.jsonl, 160
+hand-written lines never used for training or calibration), latency.
 
     python bench/intents.py [--skip-banking77]
 """
@@ -42,7 +44,9 @@ def banking77() -> None:
     model = IntentModel.train(texts, labels, source="banking77/train.csv")
     print(f"banking77: trained on {len(texts)} lines in {time.perf_counter() - started:.0f} s; "
           f"features chosen {model.provenance['features']}; CV accuracy by feature set "
-          f"{json.dumps(model.provenance['cv_accuracy'])}")
+          f"{json.dumps(model.provenance['cv_accuracy'])}, by C "
+          f"{json.dumps(model.provenance['cv_accuracy_by_C'])}, by nearest-neighbour vote "
+          f"weight {json.dumps(model.provenance['cv_accuracy_by_vote_weight'])}")
     _report("banking77 test", model.evaluate(test_texts, test_labels))
     _latency(model, test_texts)
 
@@ -68,11 +72,32 @@ def chinese_collection() -> None:
           f"< 3 examples left out)")
 
 
+def _oos(model, in_scope: list[str], sets: dict[str, list[str]]) -> None:  # type: ignore[no-untyped-def]
+    """Out-of-scope lines caught against in-scope lines wrongly rejected: at the model's own
+    threshold (calibrated on training lines only), then along the curve for comparison."""
+    import numpy as np
+
+    inside = model.scores(in_scope)[1]
+    scored = {name: model.scores(texts)[1] for name, texts in sets.items()}
+    rejected = float(np.mean(inside < model.threshold))
+    caught = ", ".join(f"{name} {np.mean(s < model.threshold):.3f}"
+                       for name, s in scored.items())
+    print(f"out of scope at the model's threshold {model.threshold:.3f} "
+          f"({model.provenance.get('oos', {})}): in-scope rejected {rejected:.3f} "
+          f"({len(in_scope)} lines); caught: {caught}")
+    for target in (0.03, 0.05, 0.08, 0.11, 0.15):
+        t = float(np.quantile(inside, target))
+        row = ", ".join(f"{name} {np.mean(s < t):.3f}" for name, s in scored.items())
+        print(f"  at in-scope rejected {np.mean(inside < t):.3f}: caught {row}")
+
+
 def fixtures() -> None:
     from dialogue.defaults import default_intent_model
     from dialogue.intents import read_examples
+    from dialogue.types import OUT_OF_SCOPE
 
     held_out = ROOT / "fixtures" / "intents" / "test.jsonl"
+    oos_file = ROOT / "fixtures" / "intents" / "oos_heldout.jsonl"
 
     model = default_intent_model()
     print(f"default model: {model.provenance}")
@@ -82,6 +107,17 @@ def fixtures() -> None:
     for lang in ("en", "zh"):
         idx = [i for i, r in enumerate(rows) if r["lang"] == lang]
         _report(f"  {lang}", model.evaluate([texts[i] for i in idx], [labels[i] for i in idx]))
+
+    oos_rows = [json.loads(line) for line in oos_file.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+    in_scope = [t for t, lab in zip(texts, labels, strict=True) if lab != OUT_OF_SCOPE]
+    sets = {"test.jsonl oos": [t for t, lab in zip(texts, labels, strict=True)
+                               if lab == OUT_OF_SCOPE],
+            "oos_heldout": [r["text"] for r in oos_rows]}
+    for lang in ("en", "zh"):
+        sets[f"oos_heldout {lang}"] = [r["text"] for r in oos_rows if r["lang"] == lang]
+    print("out-of-scope sets: " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))
+    _oos(model, in_scope, sets)
     _latency(model, texts)
 
 

@@ -18,7 +18,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     tr.add_argument("--out", required=True, type=Path)
     tr.add_argument("--test", type=Path, help="evaluate on this file after training")
     tr.add_argument("--threshold", type=float,
-                    help="out-of-scope below this probability (default: calibrated by CV)")
+                    help="out-of-scope below this in-scope score, 0-1 (default: set by CV to "
+                    "reject 5%% of the training lines)")
     ev = isub.add_parser("eval", help="accuracy, macro-F1 and per-class report as JSON")
     ev.add_argument("--model", required=True, type=Path)
     ev.add_argument("--test", required=True, type=Path)

@@ -4,12 +4,29 @@ Why this shape: a contact center must retrain on its own intents in minutes on a
 dozen examples per intent. Frozen encoders carry meaning (MiniLM for English wording, e5 for
 Mandarin and cross-lingual paraphrase); character n-grams carry the exact words an intent hinges
 on (余额 vs 逾期, "late fee" vs "fee"); a multinomial logistic regression on top trains in
-seconds and gives calibrated-enough probabilities for an out-of-scope threshold.
+seconds.
 
 Which features a dataset needs depends on its size (see `_default_candidates`), so training tries
-a few feature sets and keeps the best by cross-validated accuracy. A trained model is a folder of
-plain files (no pickles): `intent_model.json` (labels, features, threshold, how it was trained),
-`head.npz` (weights), `ngrams.json` (n-gram vocabulary, when n-grams were chosen).
+a few feature sets and keeps the best by cross-validated accuracy, then a few regularisation
+strengths for it, then how much a nearest-neighbour vote (the k most similar training lines, in
+the chosen encoders' space) is blended into the head's probabilities (banking77 gains from it;
+our few dozen lines per intent do not, and CV keeps it at 0 there).
+
+Out of scope: the best intent's probability alone lets near-domain lines through ("how do I
+activate my new card" is confidently `card_lost`). Each line gets an in-scope score from several
+detectors (`OOS_DETECTORS`): the head's largest logit, the largest probability, the cosine
+similarity to the nearest training line of the predicted intent, and the Mahalanobis distance to
+the nearest intent's centroid (one shared covariance) in the multilingual encoder's space. Each
+raw value becomes the share of in-scope training lines that scored lower out of fold, so the
+detectors share one scale without any out-of-scope data; the shares are averaged, and a line
+below the threshold is `out_of_scope`. The threshold is the `target_in_scope_rejection` quantile
+of the training lines' own out-of-fold scores: it is set on in-scope lines the head did not see,
+never on out-of-scope ones.
+
+A trained model is a folder of plain files (no pickles): `intent_model.json` (labels, features,
+threshold, how it was trained), `head.npz` (weights, and what the detectors need: the training
+vectors by intent, the whitening and centroids, the out-of-fold reference scores), `ngrams.json`
+(n-gram vocabulary, when n-grams were chosen).
 """
 
 from __future__ import annotations
@@ -21,13 +38,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from scipy import sparse
 
 from .encoders import get_encoder
 from .types import OUT_OF_SCOPE, IntentPrediction
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+OOS_DETECTORS = ("max_logit", "probability", "knn", "mahalanobis")
 
 
 class IntentDataError(ValueError):
@@ -57,12 +75,34 @@ class IntentConfig(BaseModel):
         description="feature sets tried; the best by cross-validated accuracy is kept")
     ngram_range: tuple[int, int] = (1, 4)
     ngram_min_df: int = 2
-    C: float = 10.0
+    C: float = Field(10.0, gt=0, description="regularisation while the feature sets are compared")
+    C_grid: list[float] = Field(
+        default_factory=lambda: [30.0, 100.0],
+        description="further C values tried by CV on the chosen feature set; the best is kept")
+    vote_weights: list[float] = Field(
+        default_factory=lambda: [0.0, 0.2, 0.3, 0.5],
+        description="weights of a nearest-neighbour vote (in the chosen encoders' space) blended "
+        "into the head's probabilities, tried by CV; 0 = the head alone")
+    vote_k: int = Field(10, ge=1, description="neighbours in the vote")
+    oos_detectors: list[str] = Field(
+        default_factory=lambda: ["max_logit", "probability", "knn", "mahalanobis"],
+        description=f"out-of-scope detectors averaged into the in-scope score ({OOS_DETECTORS})")
+    oos_encoder: str = Field("e5", description="encoder whose vectors knn and mahalanobis use")
     threshold: float | None = Field(
-        None, description="out-of-scope below this probability; None = calibrate by CV")
-    target_in_scope_recall: float = Field(
-        0.95, description="calibration keeps this share of correct in-scope predictions")
+        None, description="out of scope below this in-scope score (0-1, the mean share of "
+        "in-scope training lines that scored lower); None = calibrate by CV")
+    target_in_scope_rejection: float = Field(
+        0.05, ge=0, lt=1, description="calibration rejects this share of the in-scope training "
+        "lines' out-of-fold scores")
     cv_folds: int = 3
+
+    @field_validator("oos_detectors")
+    @classmethod
+    def _known_detectors(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(OOS_DETECTORS))
+        if unknown or not value:
+            raise ValueError(f"oos_detectors: {unknown or 'none'}; choose from {OOS_DETECTORS}")
+        return value
 
 
 class ClassReport(BaseModel):
@@ -168,12 +208,115 @@ def _fit(X: sparse.csr_matrix, y: np.ndarray, C: float):  # type: ignore[no-unty
     return LogisticRegression(C=C, max_iter=2000).fit(X, y)
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True)
+
+
+class _Novelty:
+    """How far a line lies from the training lines in one encoder's space: cosine similarity to
+    the nearest training line of an intent, and the Mahalanobis distance to the nearest intent's
+    centroid under one shared (Ledoit-Wolf shrunk) covariance."""
+
+    def __init__(self, bank: np.ndarray, starts: np.ndarray, whiten: np.ndarray,
+                 means: np.ndarray) -> None:
+        self.bank = bank.astype(np.float32)  # training vectors, sorted by intent
+        self.starts = starts.astype(np.int64)  # where each intent's rows begin in `bank`
+        self.whiten = whiten.astype(np.float32)
+        self.means = means.astype(np.float32)  # whitened centroids
+        self._mean_sq = (self.means.astype(np.float64) ** 2).sum(1)
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, y: np.ndarray, n_classes: int) -> _Novelty:
+        from sklearn.covariance import LedoitWolf
+
+        vectors = vectors.astype(np.float64)
+        order = np.argsort(y, kind="stable")
+        starts = np.searchsorted(y[order], np.arange(n_classes))
+        mu = np.stack([vectors[y == c].mean(0) for c in range(n_classes)])
+        precision = LedoitWolf().fit(vectors - mu[y]).precision_
+        chol = np.linalg.cholesky((precision + precision.T) / 2)  # d^2 = |(x - mu) @ chol|^2
+        return cls(vectors[order], starts, chol, mu @ chol)
+
+    def knn(self, vectors: np.ndarray, intents: np.ndarray) -> np.ndarray:
+        out = np.empty(len(vectors), np.float32)
+        for i in range(0, len(vectors), 1024):
+            sims = vectors[i:i + 1024] @ self.bank.T
+            by_intent = np.maximum.reduceat(sims, self.starts, axis=1)
+            out[i:i + 1024] = by_intent[np.arange(len(sims)), intents[i:i + 1024]]
+        return out
+
+    def mahalanobis(self, vectors: np.ndarray) -> np.ndarray:
+        z = (vectors @ self.whiten).astype(np.float64)
+        d2 = (z ** 2).sum(1)[:, None] - 2 * z @ self.means.T + self._mean_sq[None, :]
+        return -d2.min(1)  # higher = more in scope, like every detector
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"oos_bank": self.bank, "oos_starts": self.starts, "oos_whiten": self.whiten,
+                "oos_means": self.means}
+
+
+_VOTE_TEMPERATURE = 0.05  # cosine similarities -> weights: exp((sim - best) / T)
+
+
+def _vote_space(blocks: dict[str, np.ndarray], encoders: Sequence[str]) -> np.ndarray:
+    """The chosen encoders' vectors side by side, unit length again."""
+    return (np.hstack([blocks[e] for e in encoders]) / np.sqrt(len(encoders))).astype(np.float32)
+
+
+def _vote(vectors: np.ndarray, bank: np.ndarray, bank_y: np.ndarray, n_classes: int,
+          k: int) -> np.ndarray:
+    """(lines, intents): a similarity-weighted vote of the k nearest training lines."""
+    k = min(k, len(bank))
+    out = np.zeros((len(vectors), n_classes))
+    for i in range(0, len(vectors), 1024):
+        sims = vectors[i:i + 1024] @ bank.T
+        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(sims, idx, 1).astype(np.float64)
+        weights = np.exp((top - top.max(1, keepdims=True)) / _VOTE_TEMPERATURE)
+        rows = np.repeat(np.arange(len(sims)), k)
+        np.add.at(out[i:i + 1024], (rows, bank_y[idx].ravel()), weights.ravel())
+    return out / out.sum(1, keepdims=True)
+
+
+def _raw_scores(detectors: Sequence[str], logits: np.ndarray, probabilities: np.ndarray,
+                vectors: np.ndarray | None, novelty: _Novelty | None) -> np.ndarray:
+    """(lines, detectors): each detector's raw value, higher = more in scope."""
+    cols = []
+    for name in detectors:
+        if name == "max_logit":
+            cols.append(logits.max(1))
+        elif name == "probability":
+            cols.append(probabilities.max(1))
+        elif name == "knn":
+            assert novelty is not None and vectors is not None
+            cols.append(novelty.knn(vectors, probabilities.argmax(1)))
+        elif name == "mahalanobis":
+            assert novelty is not None and vectors is not None
+            cols.append(novelty.mahalanobis(vectors))
+        else:
+            raise IntentDataError(f"unknown out-of-scope detector {name!r}")
+    return np.stack(cols, 1).astype(np.float64)
+
+
+def _in_scope_score(raw: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """Mean over detectors of the share of in-scope reference lines that scored lower (0-1)."""
+    n = references.shape[1]
+    grid = (np.arange(n) + 0.5) / n
+    return np.mean([np.interp(raw[:, j], references[j], grid, left=0.0, right=1.0)
+                    for j in range(raw.shape[1])], 0)
+
+
 class IntentModel:
     """A trained intent classifier; `predict` is what a live call uses."""
 
     def __init__(self, labels: list[str], config: IntentConfig, features: FeatureSet,
                  coef: np.ndarray, intercept: np.ndarray, ngrams: _Ngrams | None,
-                 threshold: float, provenance: dict[str, object] | None = None) -> None:
+                 threshold: float, provenance: dict[str, object] | None = None, *,
+                 C: float | None = None, novelty: _Novelty | None = None,
+                 references: np.ndarray | None = None, vote_weight: float = 0.0,
+                 vote_bank: np.ndarray | None = None,
+                 vote_labels: np.ndarray | None = None) -> None:
         self.labels = labels
         self.config = config
         self.features = features
@@ -182,11 +325,14 @@ class IntentModel:
         self.ngrams = ngrams
         self.threshold = threshold
         self.provenance = provenance or {}
-
-    def _matrix(self, texts: list[str]) -> sparse.csr_matrix:
-        blocks = {spec: get_encoder(spec).encode(texts) for spec in self.features.encoders}
-        grams = self.ngrams.transform(texts) if self.ngrams is not None else None
-        return _assemble(self.features, blocks, grams)
+        self.C = C if C is not None else config.C
+        self.novelty = novelty
+        # (detectors, lines): the in-scope training lines' sorted out-of-fold raw scores
+        self.references = (references if references is not None
+                           else np.zeros((len(config.oos_detectors), 0))).astype(np.float64)
+        self.vote_weight = vote_weight if vote_bank is not None else 0.0
+        self.vote_bank = vote_bank.astype(np.float32) if vote_bank is not None else None
+        self.vote_labels = vote_labels.astype(np.int64) if vote_labels is not None else None
 
     # -- training -------------------------------------------------------------------------------
     @classmethod
@@ -206,7 +352,9 @@ class IntentModel:
             raise IntentDataError("the config lists no feature sets to try")
         started = time.perf_counter()
         y = np.array([classes.index(lab) for lab in labels])
-        specs = sorted({e for c in config.candidates for e in c.encoders})
+        distance = bool({"knn", "mahalanobis"} & set(config.oos_detectors))
+        specs = sorted({e for c in config.candidates for e in c.encoders}
+                       | ({config.oos_encoder} if distance else set()))
         blocks = {spec: get_encoder(spec).encode(texts) for spec in specs}
         use_grams = any(c.ngram_weight for c in config.candidates)
         ngrams = (_Ngrams.fit(texts, config.ngram_range, config.ngram_min_df)
@@ -216,52 +364,115 @@ class IntentModel:
         folds = min(config.cv_folds, int(np.bincount(y).min()))
         splits = (list(StratifiedKFold(folds, shuffle=True, random_state=0).split(texts, y))
                   if folds >= 2 else [])
+
+        def cross_validate(X: sparse.csr_matrix, C: float) -> tuple[float, np.ndarray]:
+            oof = np.zeros((len(y), len(classes)), np.float64)
+            for tr, te in splits:
+                oof[te] = _fit(X[tr], y[tr], C).decision_function(X[te])
+            return (float((oof.argmax(1) == y).mean()) if splits else 0.0), oof
+
+        # 1. the feature sets at config.C; 2. C values for the best one; 3. the vote's weight.
         trials: list[tuple[float, int, np.ndarray]] = []
         for n, candidate in enumerate(config.candidates):
-            X = _assemble(candidate, blocks, grams)
-            oof = np.zeros((len(y), len(classes)), np.float32)
-            for tr, te in splits:
-                oof[te] = _fit(X[tr], y[tr], config.C).predict_proba(X[te])
-            accuracy = float((oof.argmax(1) == y).mean()) if splits else 0.0
+            accuracy, oof = cross_validate(_assemble(candidate, blocks, grams), config.C)
             trials.append((accuracy, -n, oof))
         accuracy, neg_n, oof = max(trials, key=lambda t: (t[0], t[1]))
         chosen = config.candidates[-neg_n]
+        X = _assemble(chosen, blocks, grams)
+        c_trials = [(accuracy, 0, config.C, oof)]
+        if splits:
+            for n, C in enumerate([c for c in config.C_grid if c != config.C], 1):
+                c_accuracy, c_oof = cross_validate(X, C)
+                c_trials.append((c_accuracy, -n, C, c_oof))
+        accuracy, _, C, oof = max(c_trials, key=lambda t: (t[0], t[1]))
 
+        space = _vote_space(blocks, chosen.encoders)
+        oof_p = _softmax(oof)
+        weights = sorted({0.0, *config.vote_weights}) if splits else [0.0]
+        oof_vote = np.zeros_like(oof_p)
+        if len(weights) > 1:
+            for tr, te in splits:
+                oof_vote[te] = _vote(space[te], space[tr], y[tr], len(classes), config.vote_k)
+        v_trials = [(float((((1 - w) * oof_p + w * oof_vote).argmax(1) == y).mean()), -w, w)
+                    for w in weights]
+        _, _, vote_weight = max(v_trials)
+        oof_p = (1 - vote_weight) * oof_p + vote_weight * oof_vote
+
+        # Out-of-fold raw detector scores of the in-scope training lines: the reference each
+        # detector's values are ranked against, and the calibration of the threshold.
+        vectors = blocks[config.oos_encoder] if distance else None
+        raw = np.zeros((len(y), len(config.oos_detectors)))
+        for tr, te in splits:
+            fold_novelty = (_Novelty.fit(vectors[tr], y[tr], len(classes))
+                            if vectors is not None else None)
+            raw[te] = _raw_scores(config.oos_detectors, oof[te], oof_p[te],
+                                  vectors[te] if vectors is not None else None, fold_novelty)
+        clf = _fit(X, y, C)
+        novelty = _Novelty.fit(vectors, y, len(classes)) if vectors is not None else None
+        if not splits:  # too few lines per intent to hold any out: rank against themselves
+            logits = clf.decision_function(X)
+            raw = _raw_scores(config.oos_detectors, logits, _softmax(logits), vectors, novelty)
+        references = np.sort(raw.T, axis=1)
+        scores = _in_scope_score(raw, references)
         threshold = config.threshold
         if threshold is None:
-            # Out-of-fold confidences of correct predictions: the threshold keeps
-            # `target_in_scope_recall` of them, so it is set on data the head did not see.
-            right = oof.argmax(1) == y
-            kept = oof.max(1)[right] if splits else np.array([])
-            threshold = (float(np.quantile(kept, 1 - config.target_in_scope_recall))
-                         if len(kept) else 0.0)
-        clf = _fit(_assemble(chosen, blocks, grams), y, config.C)
+            threshold = (float(np.quantile(scores, config.target_in_scope_rejection))
+                         if splits else 0.0)
         provenance = {
             "source": source, "examples": len(texts), "intents": len(classes),
-            "features": chosen.describe(),
+            "features": chosen.describe(), "C": C, "vote_weight": vote_weight,
             "cv_accuracy": {config.candidates[-t[1]].describe(): round(t[0], 4) for t in trials},
+            "cv_accuracy_by_C": {f"{t[2]:g}": round(t[0], 4) for t in c_trials},
+            "cv_accuracy_by_vote_weight": {f"{t[2]:g}": round(t[0], 4) for t in v_trials},
+            "oos": {"detectors": "+".join(config.oos_detectors),
+                    "cv_in_scope_rejected": round(float(np.mean(scores < threshold)), 4)},
             "train_seconds": round(time.perf_counter() - started, 1)}
         return cls(classes, config, chosen, clf.coef_, clf.intercept_,
-                   ngrams if chosen.ngram_weight else None, threshold, provenance)
+                   ngrams if chosen.ngram_weight else None, threshold, provenance, C=C,
+                   novelty=novelty, references=references, vote_weight=vote_weight,
+                   vote_bank=space if vote_weight else None,
+                   vote_labels=y if vote_weight else None)
 
     # -- inference ------------------------------------------------------------------------------
+    def _forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(logits of the head, probabilities, the out-of-scope encoder's vectors or None)."""
+        specs = list(self.features.encoders)
+        if self.novelty is not None and self.config.oos_encoder not in specs:
+            specs.append(self.config.oos_encoder)
+        blocks = {spec: get_encoder(spec).encode(texts) for spec in specs}
+        grams = self.ngrams.transform(texts) if self.ngrams is not None else None
+        X = _assemble(self.features, blocks, grams)
+        logits = np.asarray(X @ self.coef.T, dtype=np.float64) + self.intercept
+        probabilities = _softmax(logits)
+        if self.vote_weight and self.vote_bank is not None and self.vote_labels is not None:
+            vote = _vote(_vote_space(blocks, self.features.encoders), self.vote_bank,
+                         self.vote_labels, len(self.labels), self.config.vote_k)
+            probabilities = (1 - self.vote_weight) * probabilities + self.vote_weight * vote
+        vectors = blocks.get(self.config.oos_encoder) if self.novelty is not None else None
+        return logits, probabilities, vectors
+
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        X = self._matrix(texts)
-        logits = np.asarray(X @ self.coef.T) + self.intercept
-        logits -= logits.max(1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(1, keepdims=True)
+        return self._forward(texts)[1]
+
+    def scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (lines, intents), in-scope score (lines,)): a line whose score is
+        below `threshold` is out of scope."""
+        logits, probabilities, vectors = self._forward(texts)
+        raw = _raw_scores(self.config.oos_detectors, logits, probabilities, vectors,
+                          self.novelty)
+        return probabilities, _in_scope_score(raw, self.references)
 
     def predict_batch(self, texts: list[str]) -> list[IntentPrediction]:
         if not texts:
             return []
         out = []
-        for row in self.probabilities(texts):
+        probabilities, in_scope = self.scores(texts)
+        for row, score in zip(probabilities, in_scope, strict=True):
             order = np.argsort(-row)[:3]
             best = self.labels[order[0]]
             conf = float(row[order[0]])
             out.append(IntentPrediction(
-                label=best if conf >= self.threshold else OUT_OF_SCOPE,
+                label=best if score >= self.threshold else OUT_OF_SCOPE,
                 confidence=min(conf, 1.0), best=best,
                 top=[(self.labels[i], round(float(row[i]), 4)) for i in order]))
         return out
@@ -284,7 +495,8 @@ class IntentModel:
         best = [preds[i].best for i in in_scope]
         final = [p.label for p in preds]
         names = sorted(set(truth))
-        p, r, f, s = precision_recall_fscore_support(truth, best, labels=names, zero_division=0)
+        p, r, f, s = (precision_recall_fscore_support(truth, best, labels=names, zero_division=0)
+                      if truth else ([], [], [], []))  # an out-of-scope-only set
         confusions: dict[tuple[str, str], int] = {}
         for t, b in zip(truth, best, strict=True):
             if t != b:
@@ -313,13 +525,19 @@ class IntentModel:
     def save(self, folder: Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = {"coef": self.coef, "intercept": self.intercept}
+        arrays = {"coef": self.coef, "intercept": self.intercept,
+                  "oos_references": self.references}
+        if self.novelty is not None:
+            arrays.update(self.novelty.arrays())
+        if self.vote_bank is not None and self.vote_labels is not None:
+            arrays.update(vote_bank=self.vote_bank, vote_labels=self.vote_labels)
         if self.ngrams is not None:
             arrays["idf"] = self.ngrams.idf
             (folder / "ngrams.json").write_text(
                 json.dumps(self.ngrams.vocabulary, ensure_ascii=False), encoding="utf-8")
         np.savez_compressed(folder / "head.npz", **arrays)
         meta = {"format": FORMAT_VERSION, "labels": self.labels, "threshold": self.threshold,
+                "C": self.C, "vote_weight": self.vote_weight,
                 "features": self.features.model_dump(), "config": self.config.model_dump(),
                 "provenance": self.provenance}
         (folder / "intent_model.json").write_text(
@@ -344,5 +562,12 @@ class IntentModel:
         if features.ngram_weight:
             vocab = json.loads((folder / "ngrams.json").read_text(encoding="utf-8"))
             ngrams = _Ngrams(vocab, head["idf"], tuple(config.ngram_range))  # type: ignore[arg-type]
+        novelty = (_Novelty(head["oos_bank"], head["oos_starts"], head["oos_whiten"],
+                            head["oos_means"]) if "oos_bank" in head.files else None)
+        vote = "vote_bank" in head.files
         return cls(meta["labels"], config, features, head["coef"], head["intercept"], ngrams,
-                   float(meta["threshold"]), meta.get("provenance"))
+                   float(meta["threshold"]), meta.get("provenance"), C=float(meta["C"]),
+                   novelty=novelty, references=head["oos_references"],
+                   vote_weight=float(meta.get("vote_weight", 0.0)),
+                   vote_bank=head["vote_bank"] if vote else None,
+                   vote_labels=head["vote_labels"] if vote else None)
