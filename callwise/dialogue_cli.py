@@ -97,7 +97,7 @@ def _first_card_score(playbook, classifier, cases) -> float:  # type: ignore[no-
 
 async def _refresh(args: argparse.Namespace) -> int:
     from campaigns.db import connect
-    from campaigns.playbook_refresh import publish, read_history
+    from campaigns.playbook_refresh import refresh
     from dialogue.defaults import PLAYBOOK_CALLS, current_playbook
     from dialogue.playbook import read_calls
     from dialogue.playbook_versions import PlaybookVersions
@@ -106,12 +106,11 @@ async def _refresh(args: argparse.Namespace) -> int:
     versions = PlaybookVersions(_versions_root(args.versions))
     classifier = _intent_model(None)
     before = current_playbook(classifier, versions.root)
-    async with await connect() as db:
-        history = await read_history(db.pool)
     cases = read_cases(args.eval) if args.eval else []
-    playbook, record = await asyncio.to_thread(
-        publish, history, versions, read_calls(args.calls or PLAYBOOK_CALLS), classifier,
-        previous=before)
+    async with await connect() as db:
+        playbook, record = await refresh(db.pool, versions,
+                                         read_calls(args.calls or PLAYBOOK_CALLS), classifier,
+                                         previous=before)
     if cases:
         record.figures = {"first_card_right_before": _first_card_score(before, classifier, cases),
                           "first_card_right_after": _first_card_score(playbook, classifier,

@@ -116,16 +116,14 @@ async def refresh(pool: asyncpg.Pool, versions: PlaybookVersions, base_calls: Se
 
 def publish(history: StoreHistory, versions: PlaybookVersions, base_calls: Sequence[CallRecord],
             classifier: IntentClassifier | None, rule: LeaderboardRule | None = None,
-            figures: dict[str, float] | None = None, previous: Playbook | None = None
-            ) -> tuple[Playbook, RefreshRecord]:
+            previous: Playbook | None = None) -> tuple[Playbook, RefreshRecord]:
     known = {c.call_id for c in base_calls}
     live = [c for c in history.calls if c.call_id not in known]
     calls = [*base_calls, *live]
     playbook = Playbook.build(calls, rule, classifier, feedback=history.verdicts)
     matched = sum(1 for e in playbook.entries if e.key in history.verdicts)
     record = versions.publish(playbook, calls=len(calls), store_calls=len(live),
-                              feedback_cards=history.cards, figures=figures,
-                              previous=previous)
+                              feedback_cards=history.cards, previous=previous)
     log.info("playbook %s: %d calls (%d from the store), %d exemplars (%d with agents' "
              "verdicts), %d demoted", record.version, len(calls), len(live),
              len(playbook.entries), matched, record.changes.demoted_total)

@@ -136,17 +136,19 @@ class FactBook:
     def _topics(self):  # type: ignore[no-untyped-def]
         @lru_cache(maxsize=4096)
         def topic(text: str) -> str | None:
-            fact = self._nearest(text)
-            return None if fact is None else _FAMILY.get(fact.topic, fact.topic)
+            found = self._nearest(text)
+            return None if found is None else _FAMILY.get(found[0].topic, found[0].topic)
         return topic
 
-    def _nearest(self, text: str) -> Fact | None:
+    def _nearest(self, text: str) -> tuple[Fact, float] | None:
+        """The fact whose example question is nearest to `text`, and its cosine, above the
+        floor."""
         if not text.strip():
             return None
         vectors, owners = self._index
         scores = vectors @ get_encoder(self.encoder).encode([text])[0]
         best = int(np.argmax(scores))
-        return owners[best] if float(scores[best]) >= MATCH_FLOOR else None
+        return (owners[best], float(scores[best])) if scores[best] >= MATCH_FLOOR else None
 
     def fee(self, months: int) -> Decimal | None:
         for f in self._by_topic.get("instalment_fee", []):
@@ -155,14 +157,8 @@ class FactBook:
         return None
 
     def match(self, text: str, language: str) -> AskedFact | None:
-        if not text.strip():
-            return None
-        vectors, owners = self._index
-        scores = vectors @ get_encoder(self.encoder).encode([text])[0]
-        best = int(np.argmax(scores))
-        if float(scores[best]) < MATCH_FLOOR:
-            return None
-        return self.resolve(owners[best], text, language, float(scores[best]))
+        found = self._nearest(text)
+        return None if found is None else self.resolve(found[0], text, language, found[1])
 
     def family(self, asked: AskedFact) -> str:
         return _FAMILY.get(asked.fact.topic, asked.fact.topic)

@@ -119,8 +119,7 @@ class PlaybookVersions:
         return [self.record(v) for v in self.versions()]
 
     def publish(self, playbook: Playbook, *, calls: int, store_calls: int = 0,
-                feedback_cards: int = 0, figures: dict[str, float] | None = None,
-                previous: Playbook | None = None) -> RefreshRecord:
+                feedback_cards: int = 0, previous: Playbook | None = None) -> RefreshRecord:
         """Writes the next version beside the others, then points CURRENT at it: a crash
         half-way leaves the version in use untouched. Changes are counted against the
         version in use, or `previous` (the shipped playbook) when none is."""
@@ -131,8 +130,7 @@ class PlaybookVersions:
         record = RefreshRecord(version=name, parent=parent, created_at=datetime.now(UTC),
                                calls=calls, store_calls=store_calls,
                                feedback_cards=feedback_cards,
-                               changes=diff(self.load(parent) or previous, playbook),
-                               figures=figures or {})
+                               changes=diff(self.load(parent) or previous, playbook))
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
         try:
             playbook.save(tmp)

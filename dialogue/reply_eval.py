@@ -21,12 +21,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .suggest import _echoes, _figures
+from .suggest import _CJK, _echoes, _figures
 from .types import Turn
 
-_CJK = re.compile(r"[\u4e00-\u9fff]")
 _LATIN = re.compile(r"[a-zA-Z]")
-_FIGURE_TOKEN = re.compile(r"\d+(?:\.\d+)?%?")
 _FIGURE_ALT = re.compile(r"^\d+(?:\.\d+)?%?$")
 _META = re.compile(r"^\s*[\"“「]|agent'?s reply|best agent|here(?:'s| is) (?:a|the|my) "
                    r"(?:reply|response)|\breply:|坐席的?回复|回复如下", re.IGNORECASE)
@@ -87,7 +85,7 @@ def _norm(text: str) -> str:
 def _has(text: str, spelling: str) -> bool:
     alt = _norm(spelling)
     if _FIGURE_ALT.match(alt):
-        return alt in set(_FIGURE_TOKEN.findall(text))
+        return alt in _figures(text)
     if alt.isascii():
         return re.search(rf"(?<![a-z]){re.escape(alt)}(?![a-z])", text) is not None
     return alt in text
