@@ -60,7 +60,7 @@ async def main(tmp: Path) -> None:
     )
     from dialogue.playbook import read_calls
     from dialogue.playbook_versions import PlaybookVersions
-    from dialogue.reply_eval import instant_first_cards, judge, read_cases, score
+    from dialogue.reply_eval import judge, read_cases, score_instant
     from dialogue.suggest import Suggester, _figures
 
     rng = random.Random(args.seed)
@@ -82,7 +82,7 @@ async def main(tmp: Path) -> None:
     def first_right(cases, with_facts: bool) -> float:  # type: ignore[no-untyped-def]
         suggester = Suggester(classifier, playbook, None, policy_text(),
                               facts=facts if with_facts else None)
-        return score("day", cases, instant_first_cards(suggester, cases), figures).first_right
+        return score_instant("day", suggester, cases).first_right
 
     async with await connect() as db:
         store = Store(db)

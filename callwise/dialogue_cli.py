@@ -87,12 +87,11 @@ def _versions_root(path: Path | None) -> Path:
 
 def _first_card_score(playbook, classifier, cases) -> float:  # type: ignore[no-untyped-def]
     from dialogue.defaults import default_facts, policy_text
-    from dialogue.reply_eval import instant_first_cards, score
-    from dialogue.suggest import Suggester, _figures
+    from dialogue.reply_eval import score_instant
+    from dialogue.suggest import Suggester
 
     suggester = Suggester(classifier, playbook, None, policy_text(), facts=default_facts())
-    return score("refresh", cases, instant_first_cards(suggester, cases),
-                 _figures(suggester.policy)).first_right
+    return score_instant("refresh", suggester, cases).first_right
 
 
 async def _refresh(args: argparse.Namespace) -> int:

@@ -163,3 +163,8 @@ def instant_first_cards(suggester, cases: list[ReplyCase]) -> dict[str, list[str
         assist = suggester.instant(case.id, history, case.language)
         cards[case.id] = [s.text for s in suggester.instant_cards(assist, history)]
     return cards
+
+
+def score_instant(mode: str, suggester, cases: list[ReplyCase]) -> ReplyScore:  # type: ignore[no-untyped-def]
+    """The instant cards `suggester` shows, scored against its own policy's figures."""
+    return score(mode, cases, instant_first_cards(suggester, cases), _figures(suggester.policy))
